@@ -1,0 +1,60 @@
+"""The ``cnnlab`` command line.
+
+Each command lives in its own module under ``cnnlab.cli`` and exposes ``register(subparsers)``,
+which adds its parser and sets ``func`` to a callable ``(args) -> int``. Modules are imported
+lazily so that ``cnnlab walkthrough`` does not pay for importing torch.
+
+User errors (``cnnlab.errors.UserError``, which subclasses ``ValueError``) are printed as one line
+``cnnlab: error: ...`` with exit status 2; argparse usage errors also exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from cnnlab import __version__
+from cnnlab.errors import UserError
+
+# command name -> (module, one-line help). Keep in the order a newcomer meets them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "walkthrough": ("cnnlab.cli.walkthrough", "step-by-step NumPy walkthroughs of the course exercises"),
+}
+
+
+def _build_parser(command: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnnlab",
+        description="Compute, train, measure and explain convolutional networks.",
+    )
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_) in COMMANDS.items():
+        if name == command:
+            importlib.import_module(module).register(sub)
+        else:
+            sub.add_parser(name, help=help_, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = _build_parser(command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"cnnlab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cnnlab: interrupted", file=sys.stderr)
+        return 130
+
+
+def error(message: str) -> int:
+    """Print one CLI error line and return exit status 2 (for commands' own checks)."""
+    print(f"cnnlab: error: {message}", file=sys.stderr)
+    return 2

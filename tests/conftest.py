@@ -1,0 +1,30 @@
+"""Suite-wide settings: CPU only, offline, deterministic, one torch thread per xdist worker."""
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+# The CI machine has 2 cores and the suite runs with 2 xdist workers: one thread each avoids
+# oversubscription (which makes torch on 2 cores several times slower).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+
+# Timing varies on shared CI machines: no per-example deadline; examples are bounded per test.
+settings.register_profile(
+    "cnnlab", deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "cnnlab"))
+
+
+@pytest.fixture
+def rng():
+    import numpy as np
+
+    return np.random.default_rng(0)

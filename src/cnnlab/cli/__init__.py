@@ -21,6 +21,11 @@ from cnnlab.errors import UserError
 # command name -> (module, one-line help). Keep in the order a newcomer meets them.
 COMMANDS: dict[str, tuple[str, str]] = {
     "walkthrough": ("cnnlab.cli.walkthrough", "step-by-step NumPy walkthroughs of the course exercises"),
+    "analyze": ("cnnlab.cli.analyze", "per-layer shapes, parameters, MACs and receptive fields"),
+    "models": ("cnnlab.cli.models", "list the registered models with their parameter counts"),
+    "train": ("cnnlab.cli.train", "train a model on CIFAR-10 or Fashion-MNIST"),
+    "study": ("cnnlab.cli.study", "end-to-end studies that write a report"),
+    "explain": ("cnnlab.cli.explain", "Grad-CAM / Guided Backprop explanations and their sanity checks"),
 }
 
 

@@ -39,6 +39,12 @@ def resolve_layer(model: nn.Module, layer: nn.Module | str) -> tuple[str, nn.Mod
     raise UserError(f"target layer must be an nn.Module or a dotted name, got {type(layer).__name__}")
 
 
+# Pooling ends the feature map even when it keeps the size (a 1x1 map into global pooling).
+_POOLING = (
+    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.LPPool2d,
+)
+
+
 @dataclass
 class _Call:
     name: str
@@ -76,7 +82,7 @@ def default_target_layer(model: nn.Module, example: Tensor) -> str:
     One forward pass of ``example`` (eval mode, no gradients) records every submodule call. From
     the last ``Conv2d`` that runs, the output is followed while it keeps that conv's spatial size
     (BatchNorm, activation, residual addition, end of the block); the result is the final feature
-    map before pooling or flattening. The layer returned is the innermost container that outputs
+    map before pooling or flattening (a pooling layer ends it even if it keeps the size). The layer returned is the innermost container that outputs
     exactly that tensor and runs once (``features.18`` in MobileNetV2, ``layer4.1`` in ResNet-18),
     or, when no container does (a VGG ``features`` ending in max-pooling), the last plain layer
     that does (its ReLU). So the default map is the rectified feature map of the last conv block,
@@ -101,7 +107,9 @@ def default_target_layer(model: nn.Module, example: Tensor) -> str:
     end = start
     for i in range(start + 1, len(calls)):
         out = calls[i].output
-        if not (isinstance(out, Tensor) and out.ndim == 4 and out.shape[-2:] == size):
+        if isinstance(calls[i].module, _POOLING) or not (
+            isinstance(out, Tensor) and out.ndim == 4 and out.shape[-2:] == size
+        ):
             break
         end = i
     final = calls[end].output

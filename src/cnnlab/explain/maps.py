@@ -4,9 +4,12 @@
    ``align_corners=False`` (pixel centres, as ``torch.nn.functional.interpolate`` and OpenCV's
    ``INTER_LINEAR`` do).
 2. **Normalise** each image's map on its own to [0, 1] by min-max:
-   ``(m - min(m)) / (max(m) - min(m))``. A constant map (``max == min``, for example the all-zero
-   map Grad-CAM gives when no channel has positive evidence) carries no location information and
-   becomes all zeros: never NaN, and an all-zero map stays zero.
+   ``(m - min(m)) / (max(m) - min(m))``. A constant map carries no location information and
+   becomes all zeros (never NaN; an all-zero map, which Grad-CAM gives when no channel has
+   positive evidence, stays zero). "Constant" allows for rounding: bilinear interpolation of a
+   constant map is only constant to a few ulps, so a map whose span ``max - min`` is at most
+   ``16 * eps * max|m|`` (``eps`` of the map's dtype: 1.9e-6 relative in float32, 3.6e-15 in
+   float64) counts as constant instead of having its rounding noise stretched to [0, 1].
 
 Upsampling comes first so that the normalised map spans exactly [0, 1] at the input resolution
 (bilinear interpolation rarely lands on the coarse map's extreme cells).
@@ -19,6 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cnnlab.errors import UserError
+
+_CONSTANT_ULPS = 16  # see the module docstring: spans within rounding of a constant map
 
 
 def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
@@ -37,6 +42,7 @@ def normalize(maps: Tensor) -> Tensor:
     flat = maps.reshape(maps.shape[0], -1)  # (N, H*W)
     low = flat.min(dim=1, keepdim=True).values
     span = flat.max(dim=1, keepdim=True).values - low
-    # A constant map has span 0: dividing by 1 instead leaves (m - min) = 0, never NaN.
-    out = (flat - low) / torch.where(span > 0, span, torch.ones_like(span))
-    return out.reshape(maps.shape)
+    tolerance = _CONSTANT_ULPS * torch.finfo(flat.dtype).eps * flat.abs().max(dim=1, keepdim=True).values
+    constant = span <= tolerance
+    out = (flat - low) / torch.where(constant, torch.ones_like(span), span)
+    return torch.where(constant, torch.zeros_like(out), out).reshape(maps.shape)

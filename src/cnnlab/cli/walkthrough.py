@@ -1,0 +1,143 @@
+"""``cnnlab walkthrough residual|conv-backward``: the course exercises, every matrix shown.
+
+Prints every intermediate matrix (or, with ``--json``, only the result values as one JSON object
+on stdout) and saves one figure of annotated heatmaps into ``--out``. NumPy and matplotlib only:
+no torch import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnlab.errors import UserError
+
+DEFAULT_OUT = Path("runs/walkthrough")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "walkthrough",
+        help="step-by-step NumPy walkthroughs of the course exercises",
+        description="Step-by-step NumPy walkthroughs of the course exercises: every intermediate "
+        "matrix printed and drawn as an annotated heatmap.",
+    )
+    sub = parser.add_subparsers(dest="walkthrough", metavar="WALKTHROUGH", required=True)
+
+    res = sub.add_parser(
+        "residual",
+        help="conv -> ReLU -> + input -> ReLU -> max pool -> global average pool",
+        description="The residual-block exercise on one single-channel image: conv -> ReLU -> "
+        "add the input (skip) -> ReLU -> max pool -> global average pool. Defaults: the course's "
+        "5x5 input and 3x3 filter, stride 1, padding 1, 2x2 max pool with stride 2 (floor mode, "
+        "as PyTorch: 5x5 pools to 2x2). Matrix files: JSON (list of rows), CSV or .npy.",
+    )
+    res.add_argument("--input", type=Path, metavar="FILE", help="input image (H x W)")
+    res.add_argument("--kernel", type=Path, metavar="FILE", help="filter (kh x kw)")
+    res.add_argument("--stride", type=int, default=1, help="convolution stride (default 1)")
+    res.add_argument("--padding", default="1",
+                     help="convolution padding: an int, PH,PW, 'same' or 'valid' (default 1)")
+    res.add_argument("--pool", type=int, default=2, metavar="SIZE",
+                     help="max-pool window SIZE x SIZE (default 2)")
+    res.add_argument("--pool-stride", type=int, metavar="S", help="max-pool stride (default SIZE)")
+    res.add_argument("--ceil-mode", action="store_true",
+                     help="keep partial pooling windows (PyTorch's ceil_mode; default floor)")
+    _add_output_options(res, "residual.png")
+    res.set_defaults(func=run_residual)
+
+    back = sub.add_parser(
+        "conv-backward",
+        help="dL/dW and dL/dX of a valid, stride-1 convolution",
+        description="Gradients of Y = xcorr(X, W) (valid, stride 1): dL/dW = xcorr(X, dL/dY) and "
+        "dL/dX = xcorr(zero-padded dL/dY, rot180(W)), the full convolution. Defaults: the course's "
+        "4x4 X, 3x3 W and 2x2 dL/dY. Matrix files: JSON (list of rows), CSV or .npy.",
+    )
+    back.add_argument("--x", "--input", dest="x", type=Path, metavar="FILE", help="input X (H x W)")
+    back.add_argument("--w", "--kernel", dest="w", type=Path, metavar="FILE", help="kernel W (kh x kw)")
+    back.add_argument("--dy", "--grad-output", dest="dy", type=Path, metavar="FILE",
+                      help="upstream gradient dL/dY, shape (H - kh + 1) x (W - kw + 1)")
+    _add_output_options(back, "conv-backward.png")
+    back.set_defaults(func=run_conv_backward)
+
+
+def _add_output_options(parser: argparse.ArgumentParser, figure: str) -> None:
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
+                        help=f"folder for the figure {figure} (default {DEFAULT_OUT})")
+    parser.add_argument("--json", action="store_true",
+                        help="print only the result values as one JSON object on stdout")
+    parser.add_argument("--no-figure", action="store_true", help="do not draw or save the figure")
+
+
+def parse_padding(text: str) -> int | tuple[int, int] | str:
+    """``--padding``: ``"1"`` -> 1, ``"1,2"`` -> (1, 2), ``"same"``/``"valid"`` as they are."""
+    t = text.strip().lower()
+    if t in ("same", "valid"):
+        return t
+    try:
+        parts = [int(p) for p in t.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        return (parts[0], parts[1])
+    raise UserError(f"--padding must be an int, PH,PW, 'same' or 'valid', got {text!r}")
+
+
+def _load(path: Path | None, what: str) -> np.ndarray | None:
+    from cnnlab.numpy_ref.matrix_io import load_matrix
+
+    return None if path is None else load_matrix(path, what)
+
+
+def _finish(result: Any, args: argparse.Namespace, name: str, title: str, settings: str) -> int:
+    """Print the text or the JSON, and save the figure unless told not to."""
+    from cnnlab.numpy_ref.views import save_steps_figure
+
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        print(result.text())
+    if args.no_figure:
+        return 0
+    path = save_steps_figure(result.steps(), args.out / f"{name}.png", title, _footer(settings))
+    # keep stdout pure JSON with --json
+    print(f"\nfigure: {path}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _footer(settings: str) -> str:
+    """What produced the figure. Not provenance.environment(): that imports torch and
+    torchvision (seconds), which a NumPy walkthrough has no use for."""
+    from cnnlab import __version__
+    from cnnlab.provenance import git_commit
+
+    commit = git_commit()
+    return (f"{settings}   |   cnnlab {__version__}, git {commit[:12] if commit else 'unknown'}"
+            f"{'-dirty' if commit and commit.endswith('-dirty') else ''}, numpy {np.__version__}")
+
+
+def run_residual(args: argparse.Namespace) -> int:
+    from cnnlab.numpy_ref.walkthroughs import residual_walkthrough
+
+    result = residual_walkthrough(
+        _load(args.input, "input"), _load(args.kernel, "kernel"), args.stride,
+        parse_padding(args.padding), args.pool, args.pool_stride, args.ceil_mode,
+    )
+    return _finish(result, args, "residual",
+                   "Residual block: conv -> ReLU -> + input -> ReLU -> max pool -> average",
+                   result.settings())
+
+
+def run_conv_backward(args: argparse.Namespace) -> int:
+    from cnnlab.numpy_ref.walkthroughs import conv_backward_walkthrough
+
+    result = conv_backward_walkthrough(_load(args.x, "X"), _load(args.w, "W"), _load(args.dy, "dL/dY"))
+    return _finish(result, args, "conv-backward",
+                   "Convolution backward: dL/dW = xcorr(X, dL/dY), dL/dX = xcorr(pad(dL/dY), rot180(W))",
+                   "valid, stride 1")

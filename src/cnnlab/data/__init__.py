@@ -1,0 +1,43 @@
+"""Real data for training: CIFAR-10 and Fashion-MNIST, splits, resizing, batched augmentation.
+
+- :func:`load_dataset` finds, decodes (once, then from a cache) and checks a data set; see
+  :mod:`cnnlab.data.datasets` for where it looks and which file layouts it reads.
+- :func:`make_splits` turns it into the tensors one run uses: seeded stratified subset and
+  validation split, resolution multiplier, on the training device (:mod:`cnnlab.data.splits`).
+- :class:`Augment` augments a batch with tensor ops on its own device
+  (:mod:`cnnlab.data.augment`, with the per-dataset recipes).
+
+Example::
+
+    from cnnlab.data import load_dataset, make_splits
+    ds = load_dataset("fashion-mnist")           # (60000, 28, 28, 1) uint8 + labels, cached
+    splits = make_splits(ds, val_fraction=0.1, subset=5000, resolution=1.0, device="cpu")
+    splits.train_images.shape                    # torch.Size([4500, 1, 28, 28]), uint8
+"""
+
+from cnnlab.data.augment import AUGMENT_RECIPES, Augment, cutout, hflip, normalize, rotate, translate
+from cnnlab.data.datasets import (
+    CIFAR10_CLASSES,
+    DATASETS,
+    FASHION_MNIST_CLASSES,
+    Dataset,
+    default_cache_dir,
+    default_data_dirs,
+    find_source,
+    load_dataset,
+)
+from cnnlab.data.splits import (
+    Splits,
+    make_splits,
+    resize_images,
+    resized_size,
+    stratified_indices,
+    train_val_indices,
+)
+
+__all__ = [
+    "AUGMENT_RECIPES", "Augment", "CIFAR10_CLASSES", "DATASETS", "Dataset", "FASHION_MNIST_CLASSES",
+    "Splits", "cutout", "default_cache_dir", "default_data_dirs", "find_source", "hflip",
+    "load_dataset", "make_splits", "normalize", "resize_images", "resized_size", "rotate",
+    "stratified_indices", "train_val_indices", "translate",
+]

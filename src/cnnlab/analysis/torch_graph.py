@@ -1,0 +1,781 @@
+"""Front end for PyTorch ``nn.Module``s: the executed graph, captured at the ATen level.
+
+Why dispatch-level capture rather than ``torch.fx``: symbolic tracing fails on data-dependent
+Python control flow and on modules it cannot trace, while a ``TorchDispatchMode`` sees every ATen
+operation that really runs, including ``x + y``, ``torch.cat``, ``@`` and ``F.conv2d`` written
+in ``forward`` (torch's own ``FlopCounterMode`` counts the same way). The forward pass runs under
+``FakeTensorMode``: activations are shape-only fake tensors (no memory, no arithmetic) while real
+or ``meta`` parameters stay the model's own objects, so parameter identity tells shared modules
+and tied weights apart without copying the model.
+
+Rows are formed from three layers of information:
+
+- global module forward hooks give the scope: each call of a *leaf* module (one without children:
+  ``Conv2d``, ``BatchNorm2d``, ``ReLU``, ``Dropout`` ...) is one row named by its qualified name
+  (``layer1.0.conv1``; a second call of the same module is ``layer1.0.conv1#2``);
+- a ``TorchFunctionMode`` groups the ATen ops of one functional call outside leaf modules
+  (``x + y`` in a residual block, ``torch.flatten``, ``torch.cat``, ``@``) into one row named
+  ``<scope>:<function>`` (``layer1.0:add_``);
+- the ``TorchDispatchMode`` counts each ATen op into the current row, records which parameters it
+  reads (a parameter counts once, in the first row that reads it; later readers note the
+  sharing) and which rows produced its inputs (tensor identity; in-place ops update it), and
+  carries the receptive-field geometry (:mod:`cnnlab.analysis._geometry`) from tensor to tensor.
+
+The model runs in ``eval()`` mode (restored afterwards) under ``torch.no_grad()``: batch norm then
+uses its running statistics, which are reported as non-trainable parameters; integer buffers
+(``num_batches_tracked``, index tables) are bookkeeping, not weights, and are excluded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.weak import WeakIdKeyDictionary
+
+from cnnlab.analysis import _geometry as G
+from cnnlab.analysis.result import Analysis, AnalysisError, Layer, UnusedParams
+from cnnlab.errors import UserError
+
+aten = torch.ops.aten
+Geo = G.Geo
+
+
+class _OpFailed(RuntimeError):
+    """An ATen op of the model failed (a shape error); carries the row it happened in."""
+
+    def __init__(self, row: Layer, shapes: str, exc: Exception) -> None:
+        super().__init__(str(exc))
+        self.row, self.shapes, self.original = row, shapes, exc
+
+
+class _CaptureBug(Exception):
+    """An error in the analyzer's own bookkeeping: not the user's fault, keeps its traceback."""
+
+
+# ----------------------------------------------------------------------------------- public entry
+
+
+def analyze_module(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    batch: int = 1,
+    source: str | None = None,
+) -> Analysis:
+    """Analyze an ``nn.Module`` on a fake input of shape ``(batch, *input_shape)``.
+
+    Args:
+        model: any module; its parameters may be real or on the ``meta`` device. It is put in
+            ``eval()`` mode during the analysis and restored afterwards; nothing is computed.
+        input_shape: ``(C, H, W)`` for images (receptive fields are computed only then), or any
+            other per-sample shape.
+        batch: batch size of the fake input.
+        source: label for the result (defaults to the class name).
+
+    Raises:
+        AnalysisError: the forward pass fails on this input (the message names the layer, its
+            input shape and PyTorch's reason; ``.partial`` holds the rows before it).
+    """
+    if not isinstance(model, nn.Module):
+        raise UserError(f"expected an nn.Module, got {type(model).__name__}")
+    if isinstance(model, torch.jit.ScriptModule):
+        raise UserError("TorchScript modules are not supported: analyze the Python nn.Module")
+    shape = tuple(int(s) for s in input_shape)
+    if not shape or min(shape) < 1 or batch < 1:
+        raise UserError(f"input shape must be positive integers, got {tuple(input_shape)} (batch {batch})")
+    cap = _Capture(model, batch, source or type(model).__name__, shape)
+    return cap.run()
+
+
+# ----------------------------------------------------------------------------------- capture
+
+
+class _Capture:
+    def __init__(self, model: nn.Module, batch: int, source: str, shape: tuple[int, ...]) -> None:
+        self.model, self.batch, self.shape = model, batch, shape
+        self.result = Analysis(source=source, input_shape=shape, batch=batch)
+        self.module_names = {id(m): n for n, m in model.named_modules()}
+        if self.module_names.get(id(model)) == "":
+            self.module_names[id(model)] = ""  # the root: its functional rows have no scope prefix
+        # id(parameter or float buffer) -> (qualified name, trainable, numel)
+        self.params: dict[int, tuple[str, bool, int]] = {}
+        for n, p in model.named_parameters():
+            self.params[id(p)] = (n, p.requires_grad, p.numel())
+        for n, b in model.named_buffers():
+            if b.is_floating_point():
+                self.params.setdefault(id(b), (n, False, b.numel()))
+        self.owner: dict[int, str] = {}  # parameter id -> the row that counted it
+        self.shared: dict[str, list[str]] = {}  # row -> rows whose parameters it reuses
+        self.producer: WeakIdKeyDictionary = WeakIdKeyDictionary()  # tensor -> row name
+        self.geo: WeakIdKeyDictionary = WeakIdKeyDictionary()  # tensor -> Geo
+        self.calls: Counter[str] = Counter()
+        self.stack: list[nn.Module] = []
+        self.leaf: tuple[nn.Module, Layer, int] | None = None  # (module, row, stack depth)
+        self.func: tuple[str, str] | None = None  # (row name, type) of the open functional call
+        self.func_row: Layer | None = None
+        self.done: set[int] = set()  # id(row) of finished rows
+        self.untracked: set[str] = set()
+        self.input_shapes: dict[int, str] = {}  # id(row) -> its input shapes, for error lines
+
+    # ---------------------------------------------------------------- driving the forward pass
+
+    def run(self) -> Analysis:
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        first = next((t for t in (*self.model.parameters(), *self.model.buffers())
+                      if t.is_floating_point()), None)
+        dtype = first.dtype if first is not None else torch.float32
+        device = first.device if first is not None else torch.device("cpu")
+        self.result.dtype = str(dtype).removeprefix("torch.")
+        modes = [(m, m.training) for m in self.model.modules()]
+        hooks = [
+            nn.modules.module.register_module_forward_pre_hook(self._guard(self._pre_hook)),
+            nn.modules.module.register_module_forward_hook(self._guard(self._post_hook), always_call=True),
+        ]
+        try:
+            self.model.eval()
+            with FakeTensorMode(allow_non_fake_inputs=True), torch.no_grad():
+                x = torch.empty((self.batch, *self.shape), dtype=dtype, device=device)
+                self.producer[x] = "input"
+                geo = G.input_geo(x.shape)
+                if geo is not None:
+                    self.geo[x] = geo
+                else:
+                    self.result.warnings.append(
+                        f"input {self.shape} is not (C, H, W): receptive fields are not computed")
+                try:
+                    with _Dispatch(self), _Functions(self):
+                        out = self.model(x)
+                except _OpFailed as exc:
+                    self._fail(f"layer {exc.row.name!r} ({exc.row.type}) on input {exc.shapes}: "
+                               f"{_one_line(exc.original)}", exc.original)
+                except (RuntimeError, ValueError, AssertionError, IndexError, TypeError) as exc:
+                    where = self._scope_name() or "the model's forward"
+                    self._fail(f"{self.result.source} on input {_fmt(self.shape)} failed in "
+                               f"{where}: {type(exc).__name__}: {_one_line(exc)}", exc)
+                self._finish(out)
+        finally:
+            for h in hooks:
+                h.remove()
+            for m, training in modes:
+                m.train(training)
+        return self.result
+
+    def _fail(self, message: str, exc: Exception) -> None:
+        self.result.layers = [r for r in self.result.layers if id(r) in self.done]
+        self.result.error = message
+        raise AnalysisError(message, partial=self.result) from exc
+
+    def _finish(self, out: Any) -> None:
+        outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        if outs and outs[0] in self.producer and self.producer[outs[0]] != "input":
+            self.result.output = self.producer[outs[0]]
+        for row_name, owners in self.shared.items():
+            row = self.result.layer(row_name)
+            row.notes.append("reuses weights counted in " + ", ".join(owners))
+        self._collect_unused()
+
+    def _collect_unused(self) -> None:
+        """Parameters never read, grouped under the shortest module prefix that is all unused."""
+        names = {pid: info for pid, info in self.params.items() if pid not in self.owner}
+        if not names:
+            return
+        used_names = [info[0] for pid, info in self.params.items() if pid in self.owner]
+        groups: dict[str, list[int]] = {}
+        for info in names.values():
+            parts = info[0].split(".")
+            prefix = info[0]
+            for i in range(1, len(parts)):
+                cand = ".".join(parts[:i])
+                if not any(u == cand or u.startswith(cand + ".") for u in used_names):
+                    prefix = cand
+                    break
+            groups.setdefault(prefix, [0, 0])
+            groups[prefix][0 if info[1] else 1] += info[2]
+        for prefix, (tr, nt) in groups.items():
+            self.result.unused.append(UnusedParams(prefix, tr, nt))
+        self.result.warnings.append(
+            f"{sum(tr + nt for tr, nt in groups.values()):,} parameters are never used by the "
+            f"forward pass ({', '.join(groups)}): counted in the totals, in no row")
+
+    # ---------------------------------------------------------------- module scopes
+
+    def _guard(self, fn: Callable[..., None]) -> Callable[..., None]:
+        def hook(*args: Any) -> None:
+            try:
+                fn(*args)
+            except Exception as exc:  # our bookkeeping failed: a bug, not bad input
+                raise _CaptureBug(f"analyzer bookkeeping failed in {fn.__name__}: {exc!r}") from exc
+        return hook
+
+    def _pre_hook(self, module: nn.Module, args: Any) -> None:
+        self.stack.append(module)
+        if self.leaf is not None or self.func is not None or next(module.children(), None) is not None:
+            return
+        base = self.module_names.get(id(module))
+        if base is None:
+            base = f"{self._scope_name()}:{type(module).__name__}".lstrip(":")
+        elif base == "":
+            base = type(module).__name__
+        row = self._new_row(base, type(module).__name__)
+        self.leaf = (module, row, len(self.stack))
+        tensors = [t for t in tree_leaves(args) if isinstance(t, torch.Tensor)]
+        self.input_shapes[id(row)] = self._shapes(tensors)
+        for t in tensors:
+            self._link(row, t)
+
+    def _post_hook(self, module: nn.Module, args: Any, output: Any) -> None:
+        if self.stack and self.stack[-1] is module:
+            self.stack.pop()
+        if self.leaf is not None and self.leaf[0] is module and self.leaf[2] == len(self.stack) + 1:
+            row = self.leaf[1]
+            self.leaf = None
+            self._close_row(row, output)
+
+    def _scope_name(self) -> str:
+        for m in reversed(self.stack):
+            name = self.module_names.get(id(m))
+            if name is not None:
+                return name
+        return ""
+
+    # ---------------------------------------------------------------- rows
+
+    def _new_row(self, base: str, kind: str) -> Layer:
+        self.calls[base] += 1
+        n = self.calls[base]
+        row = Layer(name=base if n == 1 else f"{base}#{n}", type=kind, inputs=[], output_shape=())
+        self.result.layers.append(row)
+        return row
+
+    def current_row(self, func: Any) -> Layer:
+        if self.leaf is not None:
+            return self.leaf[1]
+        if self.func is not None:
+            if self.func_row is None:
+                self.func_row = self._new_row(*self.func)
+            return self.func_row
+        # an op outside any module call and any torch function (rare): a row of its own
+        name = func._overloadpacket.__name__
+        return self._new_row(f"{self._scope_name()}:{name}".lstrip(":"), name)
+
+    def _close_row(self, row: Layer, output: Any) -> None:
+        outs = [t for t in tree_leaves(output) if isinstance(t, torch.Tensor)]
+        for t in outs:
+            self.producer[t] = row.name
+        if outs:
+            first = outs[0]
+            shape = tuple(first.shape)
+            row.output_shape = shape[1:] if shape and shape[0] == self.batch else shape
+            row.set_geometry(self.geo.get(first))
+            row.memory_bytes = sum(t.numel() * t.element_size() for t in outs)
+        self.done.add(id(row))
+
+    def _link(self, row: Layer, t: torch.Tensor) -> None:
+        p = self.producer.get(t)
+        if p is not None and p != row.name and p not in row.inputs:
+            row.inputs.append(p)
+
+    def _use_param(self, row: Layer, pid: int) -> None:
+        name, trainable, numel = self.params[pid]
+        owner = self.owner.get(pid)
+        if owner is None:
+            self.owner[pid] = row.name
+            if trainable:
+                row.trainable_params += numel
+            else:
+                row.non_trainable_params += numel
+        elif owner != row.name and owner not in self.shared.setdefault(row.name, []):
+            self.shared[row.name].append(owner)
+
+    def _shapes(self, tensors: Sequence[torch.Tensor]) -> str:
+        acts = [t for t in tensors if id(t) not in self.params]
+        return " + ".join(_fmt(_strip(tuple(t.shape), self.batch)) for t in acts) or "()"
+
+    # ---------------------------------------------------------------- one ATen op
+
+    def record(self, row: Layer, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        inputs = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        for t in inputs:
+            if id(t) in self.params:
+                self._use_param(row, id(t))
+            else:
+                self._link(row, t)
+        outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        name = func._overloadpacket.__name__
+        key = name[:-1] if name.endswith("_") and not name.endswith("__") else name
+        rule = _RULES.get(key)
+        if rule is None:
+            rule = _pointwise if _is_pointwise(func, key) else _not_counted
+        op = _Op(self, row, func, key, args, kwargs, outs)
+        known_inputs = all(g is None or g.known for g in map(op.geo, inputs))
+        geos = rule(op)
+        for i, t in enumerate(outs):
+            g = geos[i] if i < len(geos) else None
+            self.producer[t] = row.name
+            if g is None:
+                self.geo.pop(t, None)
+            else:
+                self.geo[t] = g
+            if g is not None and not g.known and known_inputs:
+                self._untracked(key, row)
+        if func._schema.is_mutable and outs and outs[0]._base is not None:
+            # an in-place op on a view changes its base too (x[:, :c] += y)
+            base = outs[0]._base
+            self.producer[base] = row.name
+            gb, go = self.geo.get(base), self.geo.get(outs[0])
+            if gb is not None and go is not None:
+                merged, _ = G.merge([gb, go], gb.dims)
+                self.geo[base] = merged
+
+    def _untracked(self, op: str, row: Layer) -> None:
+        if op not in self.untracked:
+            self.untracked.add(op)
+            self.result.warnings.append(
+                f"receptive field not followed through aten.{op} (first in {row.name!r}); rows "
+                "that depend on it show none")
+
+    def warn(self, row: Layer, messages: list[str]) -> None:
+        for m in messages:
+            if m not in row.notes:
+                row.notes.append(m)
+                self.result.warnings.append(f"{row.name!r}: {m}")
+
+
+# ----------------------------------------------------------------------------------- modes
+
+
+class _Dispatch(TorchDispatchMode):
+    _PASS = frozenset({"device", "size", "stride", "dim", "numel", "is_contiguous",
+                       "storage_offset", "sym_size", "sym_stride", "sym_numel",
+                       "sym_storage_offset", "is_strides_like_format", "is_non_overlapping_and_dense",
+                       "layout", "sym_is_contiguous"})
+
+    def __init__(self, cap: _Capture) -> None:
+        super().__init__()
+        self.cap = cap
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        if func._overloadpacket.__name__ in self._PASS:
+            return func(*args, **kwargs)
+        cap = self.cap
+        try:
+            row = cap.current_row(func)
+        except Exception as exc:
+            raise _CaptureBug(f"analyzer bookkeeping failed: {exc!r}") from exc
+        try:
+            out = func(*args, **kwargs)
+        except RuntimeError as exc:
+            tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+            shapes = cap.input_shapes.get(id(row)) or cap._shapes(tensors)
+            raise _OpFailed(row, shapes, exc) from exc
+        try:
+            cap.record(row, func, args, kwargs, out)
+            if cap.leaf is None and cap.func is None:
+                cap._close_row(row, out)
+        except Exception as exc:
+            raise _CaptureBug(f"analyzer bookkeeping failed on aten.{func}: {exc!r}") from exc
+        return out
+
+
+class _Functions(TorchFunctionMode):
+    """Groups the ATen ops of one functional call (outside leaf modules) into one row."""
+
+    def __init__(self, cap: _Capture) -> None:
+        super().__init__()
+        self.cap = cap
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        cap = self.cap
+        if cap.leaf is not None or cap.func is not None:
+            return func(*args, **kwargs)
+        scope = cap._scope_name()
+        fname = _function_name(func)
+        cap.func = (f"{scope}:{fname}" if scope else fname, fname)
+        cap.func_row = None
+        tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        try:
+            out = func(*args, **kwargs)
+        finally:
+            row, cap.func, cap.func_row = cap.func_row, None, None
+        if row is not None:
+            cap.input_shapes[id(row)] = cap._shapes(tensors)
+            cap._close_row(row, out)
+        return out
+
+
+def _function_name(func: Any) -> str:
+    """``Tensor.__iadd__`` -> ``add_``, ``Tensor.__matmul__`` -> ``matmul``, ``F.relu`` -> ``relu``."""
+    name = getattr(func, "__name__", None) or str(func)
+    if name.startswith("__") and name.endswith("__"):
+        name = name[2:-2]
+        if name.startswith("i") and name[1:] in _BINARY:
+            return name[1:] + "_"
+        if name.startswith("r") and name[1:] in _BINARY:
+            return name[1:]
+    return name
+
+
+_BINARY = {"add", "sub", "mul", "truediv", "floordiv", "matmul", "pow", "mod", "and", "or", "xor",
+           "lshift", "rshift"}
+
+
+# ----------------------------------------------------------------------------------- op rules
+
+
+class _Op:
+    """One ATen call: its row, arguments bound to the schema's names, outputs and geometry."""
+
+    def __init__(self, cap: _Capture, row: Layer, func: Any, name: str, args: tuple, kwargs: dict,
+                 outs: list[torch.Tensor]) -> None:
+        self.cap, self.row, self.name, self.outs = cap, row, name, outs
+        self.overload = func._overloadname
+        self.a: dict[str, Any] = {}
+        for i, arg in enumerate(func._schema.arguments):
+            if i < len(args) and not arg.kwarg_only:
+                self.a[arg.name] = args[i]
+            elif arg.name in kwargs:
+                self.a[arg.name] = kwargs[arg.name]
+            elif arg.has_default_value():
+                self.a[arg.name] = arg.default_value
+        self.tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+
+    def geo(self, t: Any) -> Geo | None:
+        return self.cap.geo.get(t) if isinstance(t, torch.Tensor) else None
+
+    def numel(self) -> int:
+        return self.outs[0].numel() if self.outs else 0
+
+
+def _not_counted(op: _Op) -> list[Geo | None]:
+    key = f"aten.{op.name}"
+    op.cap.result.not_counted[key] = op.cap.result.not_counted.get(key, 0) + 1
+    return [_unknown_if_live(op)] * len(op.outs)
+
+
+def _unknown_if_live(op: _Op) -> Geo | None:
+    return G.UNKNOWN if any(op.geo(t) is not None for t in op.tensors) else None
+
+
+def _merge_into(op: _Op, dims: G.Dims, geos: Sequence[Geo | None]) -> Geo | None:
+    geo, warnings = G.merge(geos, dims)
+    op.cap.warn(op.row, warnings)
+    return geo
+
+
+def _pointwise(op: _Op) -> list[Geo | None]:
+    if op.name in _ACTIVATIONS:
+        op.row.ops.act += op.numel()
+    else:
+        op.row.ops.elementwise += op.numel()
+    inputs = [(op.geo(t), tuple(t.shape)) for t in op.tensors]
+    dims = G.broadcast_dims(inputs, tuple(op.outs[0].shape))
+    return [_merge_into(op, dims, [g for g, _ in inputs])] * len(op.outs)
+
+
+_ACTIVATIONS = frozenset({
+    "relu", "relu6", "hardtanh", "sigmoid", "tanh", "hardswish", "hardsigmoid", "silu", "gelu",
+    "elu", "selu", "celu", "leaky_relu", "softplus", "mish", "threshold", "clamp", "clamp_min",
+    "clamp_max", "log_sigmoid_forward", "_prelu_kernel", "prelu", "rrelu_with_noise", "glu",
+})
+
+
+def _is_pointwise(func: Any, key: str) -> bool:
+    return torch.Tag.pointwise in func.tags or key in _ACTIVATIONS
+
+
+def _convolution(op: _Op) -> list[Geo | None]:
+    x, w, out = op.a["input"], op.a["weight"], op.outs[0]
+    if op.a["transposed"]:  # every input element is scattered to C_out/groups * prod(k) outputs
+        op.row.ops.macs += x.shape[0] * math.prod(x.shape[2:]) * math.prod(w.shape)
+    else:  # every output element sums C_in/groups * prod(k) products
+        op.row.ops.macs += out.numel() * math.prod(w.shape[1:])
+    if op.a["bias"] is not None:
+        op.row.ops.bias += out.numel()
+    g = op.geo(x)
+    if g is None:
+        return [None]
+    if op.a["transposed"] or out.dim() != 4:
+        return [G.UNKNOWN]
+    return [G.sliding(g, out.shape, w.shape[2:], _pair(op.a["stride"]), _pair(op.a["padding"]),
+                      _pair(op.a["dilation"]))]
+
+
+def _matmul(op: _Op) -> list[Geo | None]:
+    """mm, addmm, bmm, baddbmm and the fused addmm+activation: ``(.., M, K) @ (.., K, N)``."""
+    a, b = op.a.get("mat1", op.a["self"]), op.a.get("mat2")
+    bias = op.a["self"] if "mat1" in op.a or op.name == "baddbmm" else None
+    if op.name == "baddbmm":
+        a, b = op.a["batch1"], op.a["batch2"]
+    n_out = op.numel()
+    op.row.ops.macs += n_out * a.shape[-1]  # each output element: K multiply-adds
+    if op.name in ("addmm", "_addmm_activation"):
+        op.row.ops.bias += n_out
+    elif op.name == "baddbmm":
+        op.row.ops.elementwise += n_out
+    if op.name == "_addmm_activation":
+        op.row.ops.act += n_out
+    ga, gb = op.geo(a), op.geo(b)
+    # the contracted dimension mixes every spatial position flattened into it
+    ga = G.mix(ga, G.spatial_tags(ga.dims[-1])) if ga is not None and ga.known else ga
+    gb = G.mix(gb, G.spatial_tags(gb.dims[-2])) if gb is not None and gb.known else gb
+    da = ga.dims if ga is not None and ga.known else tuple(G.plain(s) for s in a.shape)
+    db = gb.dims if gb is not None and gb.known else tuple(G.plain(s) for s in b.shape)
+    return [_merge_into(op, da[:-1] + db[-1:], [ga, gb, op.geo(bias)])]
+
+
+def _batch_norm(op: _Op) -> list[Geo | None]:
+    x = op.a["input"]
+    op.row.ops.norm += x.numel()
+    g = op.geo(x)
+    if g is not None and op.a.get("training", False):  # batch statistics mix every position
+        g = G.mix(g, ("h", "w"), keep_dims=True)
+    return [g] + [None] * (len(op.outs) - 1)
+
+
+def _layer_norm(op: _Op) -> list[Geo | None]:
+    x, normalized = op.a["input"], op.a["normalized_shape"]
+    op.row.ops.norm += x.numel()
+    g = op.geo(x)
+    if g is not None and g.known:
+        tags = [t for d in g.dims[len(g.dims) - len(normalized):] for t in G.spatial_tags(d)]
+        g = G.mix(g, tags, keep_dims=True)
+    return [g] + [None] * (len(op.outs) - 1)
+
+
+def _group_norm(op: _Op) -> list[Geo | None]:
+    x = op.a["input"]
+    op.row.ops.norm += x.numel()
+    g = op.geo(x)
+    if g is not None and g.known:  # statistics over (C/groups, H, W)
+        g = G.mix(g, [t for d in g.dims[2:] for t in G.spatial_tags(d)], keep_dims=True)
+    return [g] + [None] * (len(op.outs) - 1)
+
+
+def _pool(op: _Op) -> list[Geo | None]:
+    x, out = op.a["self"], op.outs[0]
+    k = _pair(op.a["kernel_size"])
+    s = _pair(op.a["stride"] or k)
+    p = _pair(op.a["padding"])
+    d = _pair(op.a.get("dilation", 1))
+    h, w, ho, wo = x.shape[-2], x.shape[-1], out.shape[-2], out.shape[-1]
+    op.row.ops.pool += math.prod(x.shape[:-2]) * G.window_visits(h, ho, k[0], s[0], p[0], d[0]) * \
+        G.window_visits(w, wo, k[1], s[1], p[1], d[1])
+    g = op.geo(x)
+    geo = None if g is None else G.sliding(g, out.shape, k, s, p, d) if out.dim() == 4 else G.UNKNOWN
+    return [geo] * len(op.outs)
+
+
+def _adaptive_pool(op: _Op) -> list[Geo | None]:
+    x, out = op.a["self"], op.outs[0]
+    (vh, kh, sh, _), (vw, kw, sw, _) = (G.adaptive_windows(x.shape[-2], out.shape[-2]),
+                                         G.adaptive_windows(x.shape[-1], out.shape[-1]))
+    op.row.ops.pool += math.prod(x.shape[:-2]) * vh * vw
+    g = op.geo(x)
+    if g is None:
+        return [None] * len(op.outs)
+    for n_in, n_out in ((x.shape[-2], out.shape[-2]), (x.shape[-1], out.shape[-1])):
+        if n_in % n_out:
+            op.cap.warn(op.row, [
+                f"adaptive pooling {n_in} -> {n_out} uses windows of unequal size: receptive "
+                "field shown for the largest window, jump in/out"])
+    # out == 1 is a window as large as the input: global pooling
+    geo = G.sliding(g, out.shape, (kh, kw), (sh, sw), (0, 0)) if out.dim() == 4 else G.UNKNOWN
+    return [geo] * len(op.outs)
+
+
+def _reduction(op: _Op) -> list[Geo | None]:
+    if isinstance(op.a.get("other"), torch.Tensor):  # max(x, y) / min(x, y): elementwise
+        return _pointwise(op)
+    x = op.a["self"]
+    op.row.ops.pool += x.numel()
+    dims = op.a.get("dim")
+    if dims is None or dims == []:
+        dims = list(range(x.dim()))
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    g = op.geo(x)
+    geo = None if g is None else G.reduce_dims(g, dims, bool(op.a.get("keepdim", False)), op.outs[0].dim())
+    return [geo] * len(op.outs)
+
+
+def _softmax(op: _Op) -> list[Geo | None]:
+    x = op.a["self"]
+    op.row.ops.act += op.numel()
+    g = op.geo(x)
+    if g is not None and g.known:
+        g = G.mix(g, G.spatial_tags(g.dims[op.a["dim"] % x.dim()]), keep_dims=True)
+    return [g]
+
+
+# ----- data movement: no arithmetic
+
+
+def _same_layout(op: _Op) -> list[Geo | None]:
+    """view/reshape/flatten/squeeze/unsqueeze/clone/detach/dtype casts: regroup the atoms."""
+    g = op.geo(op.tensors[0]) if op.tensors else None
+    return [None if g is None else G.reshape(g, op.outs[0].shape)] * len(op.outs)
+
+
+def _permute(op: _Op) -> list[Geo | None]:
+    g = op.geo(op.a["self"])
+    return [None if g is None else G.permute(g, op.a["dims"])]
+
+
+def _transpose(op: _Op) -> list[Geo | None]:
+    g = op.geo(op.a["self"])
+    if g is None:
+        return [None]
+    if op.name == "t":
+        return [G.transpose(g, 0, -1)]
+    return [G.transpose(g, op.a["dim0"], op.a["dim1"])]
+
+
+def _as_strided(op: _Op) -> list[Geo | None]:
+    """Restriding to another memory format keeps the logical layout; other views are not followed."""
+    if tuple(op.a["size"]) == tuple(op.a["self"].shape):
+        return _same_layout(op)
+    return _untracked_move(op)
+
+
+def _expand(op: _Op) -> list[Geo | None]:
+    g = op.geo(op.a["self"])
+    return [None if g is None else G.expand(g, op.outs[0].shape)]
+
+
+def _copy(op: _Op) -> list[Geo | None]:
+    src = op.geo(op.a["src"])
+    return [None if src is None else G.expand(src, op.outs[0].shape)]
+
+
+def _slice(op: _Op) -> list[Geo | None]:
+    x = op.a["self"]
+    g = op.geo(x)
+    if g is None:
+        return [None]
+    dim = op.a["dim"] % x.dim()
+    step = op.a["step"]
+    positions = range(x.shape[dim])[slice(op.a["start"], op.a["end"], step)]
+    begin = positions.start if len(positions) else 0
+    return [G.slice_dim(g, dim, begin, step, op.outs[0].shape[dim], x.shape[dim])]
+
+
+def _select(op: _Op) -> list[Geo | None]:
+    x = op.a["self"]
+    g = op.geo(x)
+    if g is None:
+        return [None]
+    dim = op.a["dim"] % x.dim()
+    g = G.slice_dim(g, dim, op.a["index"] % x.shape[dim], 1, 1, x.shape[dim])
+    return [G.reshape(g, op.outs[0].shape) if g.known else g]
+
+
+def _split(op: _Op) -> list[Geo | None]:
+    x = op.a["self"]
+    g = op.geo(x)
+    if g is None:
+        return [None] * len(op.outs)
+    dim = op.a["dim"] % x.dim()
+    geos, begin = [], 0
+    for t in op.outs:
+        size = 1 if op.name == "unbind" else t.shape[dim]
+        piece = G.slice_dim(g, dim, begin, 1, size, x.shape[dim])
+        geos.append(G.reshape(piece, t.shape) if piece.known else piece)
+        begin += size
+    return geos
+
+
+def _cat(op: _Op) -> list[Geo | None]:
+    tensors = [t for t in op.a["tensors"] if t.numel() > 0]
+    dim = op.a["dim"]
+    if op.name == "stack":  # stack = unsqueeze each input at dim, then cat
+        inputs = []
+        for t in tensors:
+            d = dim % (t.dim() + 1)
+            shape = (*t.shape[:d], 1, *t.shape[d:])
+            g = op.geo(t)
+            inputs.append((None if g is None else G.reshape(g, shape), shape))
+    else:
+        inputs = [(op.geo(t), tuple(t.shape)) for t in tensors]
+    geo, warnings = G.cat(inputs, dim, tuple(op.outs[0].shape))
+    op.cap.warn(op.row, warnings)
+    return [geo]
+
+
+def _pad(op: _Op) -> list[Geo | None]:
+    x = op.a["self"]
+    g = op.geo(x)
+    return [None if g is None else G.pad(g, x.shape, op.a.get("pad", op.a.get("padding")))]
+
+
+def _constant(op: _Op) -> list[Geo | None]:
+    return [None] * len(op.outs)
+
+
+def _untracked_move(op: _Op) -> list[Geo | None]:
+    return [_unknown_if_live(op)] * len(op.outs)
+
+
+_RULES: dict[str, Callable[[_Op], list[Geo | None]]] = {
+    "convolution": _convolution,
+    **dict.fromkeys(("mm", "addmm", "bmm", "baddbmm", "_addmm_activation"), _matmul),
+    **dict.fromkeys(("_native_batch_norm_legit_no_training", "native_batch_norm",
+                     "_native_batch_norm_legit", "cudnn_batch_norm", "miopen_batch_norm"), _batch_norm),
+    "native_layer_norm": _layer_norm,
+    "native_group_norm": _group_norm,
+    **dict.fromkeys(("max_pool2d_with_indices", "max_pool2d", "avg_pool2d"), _pool),
+    **dict.fromkeys(("_adaptive_avg_pool2d", "adaptive_max_pool2d", "adaptive_avg_pool2d"), _adaptive_pool),
+    **dict.fromkeys(("mean", "sum", "amax", "amin", "max", "min", "var", "std", "var_mean",
+                     "logsumexp"), _reduction),
+    **dict.fromkeys(("_softmax", "_safe_softmax", "_log_softmax", "softmax", "log_softmax"), _softmax),
+    **dict.fromkeys(("view", "_unsafe_view", "reshape", "_reshape_alias", "view_copy", "flatten",
+                     "unflatten", "squeeze", "unsqueeze", "clone", "contiguous", "detach", "alias",
+                     "_to_copy", "lift_fresh", "lift_fresh_copy"), _same_layout),
+    "permute": _permute,
+    **dict.fromkeys(("transpose", "t"), _transpose),
+    **dict.fromkeys(("expand", "expand_copy"), _expand),
+    "copy": _copy,
+    "slice": _slice,
+    "select": _select,
+    **dict.fromkeys(("split", "split_with_sizes", "unbind"), _split),
+    **dict.fromkeys(("cat", "stack"), _cat),
+    **dict.fromkeys(("constant_pad_nd", "reflection_pad2d", "replication_pad2d"), _pad),
+    **dict.fromkeys(("empty", "zeros", "ones", "full", "arange", "scalar_tensor", "new_zeros",
+                     "new_ones", "new_empty", "new_full", "empty_like", "zeros_like", "ones_like",
+                     "full_like", "empty_strided", "fill", "zero", "linspace", "eye"), _constant),
+    "as_strided": _as_strided,
+    **dict.fromkeys(("roll", "flip", "index", "index_select", "gather", "repeat",
+                     "unfold", "pixel_shuffle", "pixel_unshuffle", "_unsafe_index"), _untracked_move),
+}
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    v = list(v)
+    return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
+
+
+def _strip(shape: tuple[int, ...], batch: int) -> tuple[int, ...]:
+    return shape[1:] if shape and shape[0] == batch else shape
+
+
+def _fmt(shape: Sequence[int]) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+__all__ = ["analyze_module"]

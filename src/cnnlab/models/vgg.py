@@ -1,0 +1,94 @@
+"""Small conventional (VGG-style) CNNs: stacks of 3x3 conv-BN-ReLU separated by 2x2 max-pools.
+
+The conventional baseline against which depthwise separable networks are compared (as in
+Howard et al. 2017, Table 4, on a small scale), in the style of VGG (Simonyan & Zisserman 2015):
+every conv is 3x3, stride 1, "same" padding; every ``"M"`` halves the resolution; the head is
+global average pooling and one Linear layer (no large fully connected layers, so any input size
+of at least ``2 ** pools`` pixels works).
+
+* ``simple_cnn`` -- 4 conv layers, about 0.24M parameters and 17M MACs on a 28x28
+  Fashion-MNIST image: the fast CPU baseline (``in_chans=1`` for Fashion-MNIST).
+* ``vgg_small`` -- 6 conv layers (64-64-M-128-128-M-256-256), about 1.1M parameters and 150M MACs
+  at 32x32: the conventional baseline for CIFAR-10.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from cnnlab.models._base import ConvClassifier
+from cnnlab.models._layers import (
+    ActFactory,
+    ConvNormAct,
+    LayerFactory,
+    make_divisible,
+    resolve_act,
+    resolve_norm,
+)
+from cnnlab.models._registry import register_model
+
+# Conv output channels, "M" = 2x2 max-pool with stride 2.
+_CFGS: dict[str, list[int | str]] = {
+    "simple_cnn": [32, "M", 64, "M", 128],
+    "vgg_small": [64, 64, "M", 128, 128, "M", 256, 256],
+}
+
+
+class VGGStyle(ConvClassifier):
+    """``features`` = the config's conv-norm-act layers and max-pools; then pool and Linear.
+
+    Shapes: ``(N, in_chans, H, W) -> (N, num_classes)``; the last feature map is
+    ``(N, C_last, H / 2**pools, W / 2**pools)`` (rounded down, as max-pooling does).
+
+    Args:
+        cfg: conv output channels, ``"M"`` for a 2x2 max-pool.
+        num_classes: classifier outputs.
+        in_chans: input channels.
+        width: multiplies every conv's channels (rounded by ``make_divisible``).
+        norm_layer: ``None``/``"bn"`` (BatchNorm), ``"none"``, or a factory.
+        act_layer: activation name or factory.
+        dropout: before the Linear layer.
+        name: the model name in error messages.
+    """
+
+    def __init__(self, *, cfg: list[int | str], num_classes: int = 10, in_chans: int = 3,
+                 width: float = 1.0, norm_layer: str | LayerFactory | None = None,
+                 act_layer: str | ActFactory = "relu", dropout: float = 0.0,
+                 name: str = "vgg_style") -> None:
+        norm, act = resolve_norm(norm_layer), resolve_act(act_layer)
+        layers: list[nn.Module] = []
+        channels, pools = in_chans, 0
+        for v in cfg:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2))
+                pools += 1
+            else:
+                out = make_divisible(int(v) * width)
+                layers.append(ConvNormAct(channels, out, 3, 1, norm=norm, act=act))
+                channels = out
+        super().__init__(name=name, features=nn.Sequential(*layers), feature_channels=channels,
+                         num_classes=num_classes, in_chans=in_chans,
+                         min_input=(2**pools, 2**pools), dropout=dropout)
+
+
+_VGG = "VGG-style (Simonyan & Zisserman 2015)"
+
+
+@register_model(family="vgg", default_input=(3, 32, 32), min_input=(4, 4),
+                description=f"{_VGG} 32-M-64-M-128, GAP; fast CPU baseline")
+def simple_cnn(*, num_classes: int, in_chans: int, width: float = 1.0,
+               norm_layer: str | LayerFactory | None = None, act_layer: str | ActFactory = "relu",
+               dropout: float = 0.0) -> VGGStyle:
+    return VGGStyle(cfg=_CFGS["simple_cnn"], num_classes=num_classes, in_chans=in_chans,
+                    width=width, norm_layer=norm_layer, act_layer=act_layer, dropout=dropout,
+                    name="simple_cnn")
+
+
+@register_model(family="vgg", default_input=(3, 32, 32), min_input=(4, 4),
+                description=f"{_VGG} 64-64-M-128-128-M-256-256, GAP")
+def vgg_small(*, num_classes: int, in_chans: int, width: float = 1.0,
+              norm_layer: str | LayerFactory | None = None, act_layer: str | ActFactory = "relu",
+              dropout: float = 0.0) -> VGGStyle:
+    return VGGStyle(cfg=_CFGS["vgg_small"], num_classes=num_classes, in_chans=in_chans,
+                    width=width, norm_layer=norm_layer, act_layer=act_layer, dropout=dropout,
+                    name="vgg_small")

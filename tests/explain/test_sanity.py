@@ -11,7 +11,12 @@ from skimage.metrics import structural_similarity
 from torch import nn
 
 from cnnlab.explain import GradCAM, GuidedBackprop
-from cnnlab.explain.sanity import cascade_layers, cascading_randomization, plot_cascade
+from cnnlab.explain.sanity import (
+    cascade_layers,
+    cascading_randomization,
+    plot_cascade,
+    plot_cascade_maps,
+)
 
 # Stated margin: averaged over the randomised stages, Grad-CAM's rank correlation with its
 # original maps must be at least this far below Guided Backprop's (measured: ~0.0 vs ~0.43).
@@ -102,6 +107,12 @@ def test_cascade_is_reproducible_and_json_ready(trained_fmnist, cascade, tmp_pat
     fig = plot_cascade(cascade)
     fig.savefig(tmp_path / "cascade.png")
     assert (tmp_path / "cascade.png").stat().st_size > 10_000
+    assert len(cascade.examples["guided/abs"]) == len(cascade.stages)
+    np.testing.assert_allclose(cascade.examples["gradcam/abs"][0],
+                               GradCAM(model).compute(x[:1], cascade.targets[0], normalize=False)[0],
+                               rtol=0, atol=1e-6)  # float32: batch of 16 vs one image
+    plot_cascade_maps(cascade, x[0, 0].numpy()).savefig(tmp_path / "maps.png")
+    assert (tmp_path / "maps.png").stat().st_size > 5_000
 
 
 def test_cascade_layers_follow_execution_order():

@@ -124,12 +124,16 @@ class SanityResult:
     seed: int
     scores: dict[str, dict[str, dict[str, dict[str, Any]]]] = field(default_factory=dict)
     excluded: dict[str, int] = field(default_factory=dict)
+    # The first image's maps ``(H, W)`` at every stage, by "method/variant" (for pictures; not JSON).
+    examples: dict[str, list[np.ndarray]] = field(default_factory=dict, repr=False)
 
     def mean(self, method: str, variant: str, metric: str = "spearman") -> list[float]:
         return self.scores[method][variant][metric]["mean"]
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        del out["examples"]
+        return out
 
 
 def cascading_randomization(
@@ -167,8 +171,11 @@ def cascading_randomization(
         key: {"spearman": [], "ssim": []} for key in VARIANTS
     }
 
+    examples: dict[str, list[np.ndarray]] = {f"{m}/{v}": [] for m, v in VARIANTS}
+
     def score(maps: dict[tuple[str, str], np.ndarray]) -> None:
         for key in VARIANTS:
+            examples[f"{key[0]}/{key[1]}"].append(maps[key][0])
             a, b = original[key], maps[key]
             per_stage[key]["spearman"].append([_rank_correlation(a[n], b[n]) for n in usable[key]])
             per_stage[key]["ssim"].append([_ssim(a[n], b[n]) for n in usable[key]])
@@ -179,7 +186,7 @@ def cascading_randomization(
         _reinitialise(randomised.get_submodule(name), seed + i)
         score(_maps(randomised, x, fixed, layer_name))
 
-    result = SanityResult(["original", *names], layer_name, fixed.tolist(), seed)
+    result = SanityResult(["original", *names], layer_name, fixed.tolist(), seed, examples=examples)
     for (method, variant), metrics in per_stage.items():
         result.excluded[f"{method}/{variant}"] = len(x) - len(usable[(method, variant)])
         entry = result.scores.setdefault(method, {}).setdefault(variant, {})
@@ -223,4 +230,34 @@ def plot_cascade(result: SanityResult) -> Figure:
     )
     axes[1].set_xticks(stages, result.stages, rotation=60, ha="right", fontsize=7)
     axes[1].set_xlabel("layers randomised cumulatively, top first")
+    return fig
+
+
+def plot_cascade_maps(result: SanityResult, image: np.ndarray | None = None) -> Figure:
+    """The first image's maps at every stage (rows: methods; columns: stages), each min-max scaled.
+
+    Args:
+        result: a cascade result.
+        image: the first image for display ``(H, W, 3)`` or ``(H, W)`` in [0, 1], shown first.
+    """
+    stages = result.stages
+    extra = image is not None
+    fig = Figure(figsize=(1.3 * (len(stages) + extra), 1.5 * len(VARIANTS) + 0.6), layout="constrained")
+    axes = fig.subplots(len(VARIANTS), len(stages) + extra, squeeze=False)
+    for row, key in enumerate(VARIANTS):
+        maps = result.examples[f"{key[0]}/{key[1]}"]
+        if extra:
+            axes[row, 0].imshow(image, cmap="gray" if image.ndim == 2 else None)
+            axes[row, 0].set_ylabel(_LABELS[key], fontsize=7)
+        for col, (stage, m) in enumerate(zip(stages, maps)):
+            ax = axes[row, col + extra]
+            ax.imshow(normalize(torch.from_numpy(m[None]))[0].numpy(), cmap="gray", vmin=0, vmax=1)
+            if row == 0:
+                ax.set_title(stage, fontsize=7)
+            if col + extra == 0:
+                ax.set_ylabel(_LABELS[key], fontsize=7)
+        for ax in axes[row]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle("maps as layers are randomised (left to right); a trustworthy map degrades", fontsize=9)
     return fig

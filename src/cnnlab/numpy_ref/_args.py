@@ -10,8 +10,9 @@ import numpy as np
 from cnnlab.errors import UserError
 
 
-def as_float_array(a: Any, name: str, op: str, ndim: int | None = None) -> np.ndarray:
-    """``a`` as a float64 array, or a ``UserError`` naming ``op``, ``name`` and what was wrong.
+def as_float_array(a: Any, name: str, op: str, ndim: int | None = None, layout: str = "") -> np.ndarray:
+    """``a`` as a float64 array, or a ``UserError`` naming ``op``, ``name`` and what was wrong
+    (``layout``, e.g. ``"(N, C, H, W)"``, is quoted when the number of dimensions is wrong).
 
     The engine computes in float64 throughout so that its numbers can serve as the reference.
     """
@@ -19,8 +20,8 @@ def as_float_array(a: Any, name: str, op: str, ndim: int | None = None) -> np.nd
     if arr.dtype.kind not in "biuf":
         raise UserError(f"{op}: {name} must be numeric, got dtype {arr.dtype}")
     if ndim is not None and arr.ndim != ndim:
-        layout = {4: " (N, C, H, W)", 2: " (N, D)", 1: ""}.get(ndim, "")
-        raise UserError(f"{op}: {name} must be {ndim}-D{layout}, got shape {arr.shape}")
+        expected = f"{ndim}-D {layout}".rstrip()
+        raise UserError(f"{op}: {name} must be {expected}, got shape {arr.shape}")
     if arr.size == 0:
         raise UserError(f"{op}: {name} is empty (shape {arr.shape})")
     return arr.astype(np.float64, copy=False)

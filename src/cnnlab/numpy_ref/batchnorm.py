@@ -69,7 +69,7 @@ def batchnorm2d_forward(
         UserError: bad shapes, momentum outside [0, 1], eps <= 0, or a single value per
             channel in train mode (its variance is undefined, PyTorch refuses it too).
     """
-    x = as_float_array(x, "input x", _OP, ndim=4)
+    x = as_float_array(x, "input x", _OP, ndim=4, layout="(N, C, H, W)")
     n, c, h, w = x.shape
     params = {}
     for name, v in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean),
@@ -117,7 +117,7 @@ def batchnorm2d_backward(
     Returns:
         ``(dx, dgamma, dbeta)``: ``(N, C, H, W)``, ``(C,)``, ``(C,)``.
     """
-    dout = as_float_array(dout, "upstream gradient dout", f"{_OP} backward", ndim=4)
+    dout = as_float_array(dout, "upstream gradient dout", f"{_OP} backward", ndim=4, layout="(N, C, H, W)")
     if dout.shape != cache.x_hat.shape:
         raise UserError(f"{_OP} backward: dout must have the input's shape {cache.x_hat.shape}, got {dout.shape}")
     dgamma = (dout * cache.x_hat).sum(axis=(0, 2, 3))

@@ -187,8 +187,8 @@ def conv2d_geometry(
 def _prepare(
     x: Any, w: Any, b: Any, stride: Any, padding: Any, dilation: Any, groups: Any, op: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, ConvGeometry]:
-    x = as_float_array(x, "input x", op, ndim=4)
-    w = as_float_array(w, "weight w", op, ndim=4)
+    x = as_float_array(x, "input x", op, ndim=4, layout="(N, C, H, W)")
+    w = as_float_array(w, "weight w", op, ndim=4, layout="(K, C/groups, kh, kw)")
     g = conv2d_geometry(x.shape, w.shape, stride, padding, dilation, groups, op)
     if b is not None:
         b = as_float_array(b, "bias b", op)
@@ -280,7 +280,7 @@ def conv2d_backward_naive(
 
 
 def _check_dout(dout: Any, g: ConvGeometry) -> np.ndarray:
-    dout = as_float_array(dout, "upstream gradient dout", "conv2d backward", ndim=4)
+    dout = as_float_array(dout, "upstream gradient dout", "conv2d backward", ndim=4, layout="(N, C, H, W)")
     expected = (g.n, g.k, g.out_h, g.out_w)
     if dout.shape != expected:
         raise UserError(f"conv2d backward: dout must have the output's shape {expected}, got {dout.shape}")

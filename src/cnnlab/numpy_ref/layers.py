@@ -50,8 +50,8 @@ def linear_forward(x: Any, w: Any, b: Any = None) -> tuple[np.ndarray, tuple]:
     Returns:
         ``(out, cache)``, ``out`` of shape ``(N, M)``.
     """
-    x = as_float_array(x, "input x", "linear", ndim=2)
-    w = as_float_array(w, "weight w", "linear", ndim=2)
+    x = as_float_array(x, "input x", "linear", ndim=2, layout="(N, D)")
+    w = as_float_array(w, "weight w", "linear", ndim=2, layout="(M, D)")
     if w.shape[1] != x.shape[1]:
         raise UserError(
             f"linear: x has {x.shape[1]} features but w expects {w.shape[1]} (w.shape = {w.shape}, "
@@ -76,7 +76,7 @@ def linear_backward(dout: Any, cache: tuple) -> tuple[np.ndarray, np.ndarray, np
         ``(dx, dw, db)``: ``(N, D)``, ``(M, D)``, ``(M,)`` or None without bias.
     """
     x, w, has_bias = cache
-    dout = as_float_array(dout, "upstream gradient dout", "linear backward", ndim=2)
+    dout = as_float_array(dout, "upstream gradient dout", "linear backward", ndim=2, layout="(N, M)")
     if dout.shape != (x.shape[0], w.shape[0]):
         raise UserError(f"linear backward: dout must have shape {(x.shape[0], w.shape[0])}, got {dout.shape}")
     return dout @ w, dout.T @ x, (dout.sum(axis=0) if has_bias else None)
@@ -96,7 +96,7 @@ def softmax_cross_entropy(logits: Any, y: Any) -> tuple[float, np.ndarray]:
         ``(loss, dlogits)``: the mean loss over the batch and its gradient ``(N, K)``,
         ``(softmax(logits) - onehot(y)) / N``.
     """
-    z = as_float_array(logits, "logits", "softmax_cross_entropy", ndim=2)
+    z = as_float_array(logits, "logits", "softmax_cross_entropy", ndim=2, layout="(N, K)")
     y = np.asarray(y)
     n, k = z.shape
     if y.dtype.kind not in "iu":

@@ -115,7 +115,7 @@ def _crop(dxp: np.ndarray, g: PoolGeometry) -> np.ndarray:
 
 
 def _check_dout(dout: Any, g: PoolGeometry, op: str) -> np.ndarray:
-    dout = as_float_array(dout, "upstream gradient dout", op, ndim=4)
+    dout = as_float_array(dout, "upstream gradient dout", op, ndim=4, layout="(N, C, H, W)")
     expected = (*g.shape[:2], g.out_h, g.out_w)
     if dout.shape != expected:
         raise UserError(f"{op}: dout must have the output's shape {expected}, got {dout.shape}")
@@ -152,7 +152,7 @@ def maxpool2d_forward(
     Returns:
         ``(out, cache)``, ``out`` of shape ``(N, C, Ho, Wo)``.
     """
-    x = as_float_array(x, "input x", "maxpool2d", ndim=4)
+    x = as_float_array(x, "input x", "maxpool2d", ndim=4, layout="(N, C, H, W)")
     g = pool2d_geometry(x.shape, kernel_size, stride, padding, ceil_mode, "maxpool2d")
     xp = _padded(x, g, -np.inf)
     kh, kw = g.kernel
@@ -239,7 +239,7 @@ def avgpool2d_forward(
     Returns:
         ``(out, cache)``, ``out`` of shape ``(N, C, Ho, Wo)``.
     """
-    x = as_float_array(x, "input x", "avgpool2d", ndim=4)
+    x = as_float_array(x, "input x", "avgpool2d", ndim=4, layout="(N, C, H, W)")
     g = pool2d_geometry(x.shape, kernel_size, stride, padding, ceil_mode, "avgpool2d")
     xp = _padded(x, g, 0.0)
     out = np.zeros((*g.shape[:2], g.out_h, g.out_w))
@@ -283,7 +283,7 @@ def global_avgpool_forward(x: Any) -> tuple[np.ndarray, tuple[int, ...]]:
     Returns:
         ``(out, cache)``, ``out`` of shape ``(N, C)``.
     """
-    x = as_float_array(x, "input x", "global_avgpool", ndim=4)
+    x = as_float_array(x, "input x", "global_avgpool", ndim=4, layout="(N, C, H, W)")
     return x.mean(axis=(2, 3)), x.shape
 
 
@@ -298,7 +298,7 @@ def global_avgpool_backward(dout: Any, cache: tuple[int, ...]) -> np.ndarray:
         dx ``(N, C, H, W)``.
     """
     n, c, h, w = cache
-    dout = as_float_array(dout, "upstream gradient dout", "global_avgpool backward", ndim=2)
+    dout = as_float_array(dout, "upstream gradient dout", "global_avgpool backward", ndim=2, layout="(N, C)")
     if dout.shape != (n, c):
         raise UserError(f"global_avgpool backward: dout must have shape {(n, c)}, got {dout.shape}")
     return np.broadcast_to((dout / (h * w))[:, :, None, None], (n, c, h, w)).copy()

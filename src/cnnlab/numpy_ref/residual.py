@@ -59,8 +59,8 @@ def residual_block_forward(
             gives both), plus everything ``conv2d_forward`` refuses.
     """
     op = "residual block"
-    x = as_float_array(x, "input x", op, ndim=4)
-    w = as_float_array(w, "weight w", op, ndim=4)
+    x = as_float_array(x, "input x", op, ndim=4, layout="(N, C, H, W)")
+    w = as_float_array(w, "weight w", op, ndim=4, layout="(C, C/groups, kh, kw)")
     if w.shape[0] != x.shape[1]:
         raise UserError(
             f"{op}: the convolution has {w.shape[0]} output channels but the input has "

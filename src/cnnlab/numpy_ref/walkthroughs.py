@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from cnnlab.errors import UserError
+from cnnlab.numpy_ref._args import as_float_array
 from cnnlab.numpy_ref.conv import Padding, conv2d_backward, conv2d_forward, conv2d_geometry
 from cnnlab.numpy_ref.pool import global_avgpool_forward, maxpool2d_forward
 from cnnlab.numpy_ref.residual import residual_block_forward
@@ -36,14 +37,9 @@ COURSE_DY = [[1, -1], [-1, 1]]
 
 
 def _matrix(a: Any, name: str) -> np.ndarray:
-    m = np.asarray(a)
-    if m.dtype.kind not in "iuf":
-        raise UserError(f"{name} must be a matrix of numbers, got dtype {m.dtype}")
-    if m.ndim != 2 or m.size == 0:
-        raise UserError(f"{name} must be a non-empty 2-D matrix, got shape {m.shape}")
-    m = m.astype(np.float64)
+    m = as_float_array(a, name, "walkthrough", ndim=2, layout="(rows, cols)")
     if not np.isfinite(m).all():
-        raise UserError(f"{name} contains NaN or infinite values")
+        raise UserError(f"walkthrough: {name} contains NaN or infinite values")
     return m
 
 

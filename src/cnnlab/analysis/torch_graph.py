@@ -28,6 +28,7 @@ uses its running statistics, which are reported as non-trainable parameters; int
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -136,6 +137,11 @@ class _Capture:
         device = first.device if first is not None else torch.device("cpu")
         self.result.dtype = str(dtype).removeprefix("torch.")
         modes = [(m, m.training) for m in self.model.modules()]
+        # FakeTensorMode logs a traceback for an op whose shape check fails; that failure is
+        # the user's (a layer that does not fit its input) and is reported in one line instead
+        fake_log = logging.getLogger("torch._subclasses.fake_tensor")
+        log_level = fake_log.level
+        fake_log.setLevel(logging.CRITICAL)
         hooks = [
             nn.modules.module.register_module_forward_pre_hook(self._guard(self._pre_hook)),
             nn.modules.module.register_module_forward_hook(self._guard(self._post_hook), always_call=True),
@@ -163,6 +169,7 @@ class _Capture:
                                f"{where}: {type(exc).__name__}: {_one_line(exc)}", exc)
                 self._finish(out)
         finally:
+            fake_log.setLevel(log_level)
             for h in hooks:
                 h.remove()
             for m, training in modes:

@@ -1,0 +1,138 @@
+"""What the PyTorch front end sees: functional ops, shared modules, tied weights, unusual ops.
+
+Expected counts are worked out by hand from the layer definitions in each test.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnlab.analysis import analyze
+
+
+class _Functional(nn.Module):
+    """Everything outside leaf modules: F.conv2d with a raw parameter, x + y, torch.cat, @,
+    F.relu, torch.flatten."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(4, 3, 3, 3))  # a conv weight used through F.conv2d
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.proj = nn.Parameter(torch.randn(8 * 8 * 8, 5))
+
+    def forward(self, x):
+        a = F.conv2d(x, self.w, padding=1)  # (4, 8, 8)
+        b = self.conv(x)  # (4, 8, 8)
+        y = F.relu(a + b)
+        y = torch.cat([y, b], dim=1)  # (8, 8, 8)
+        return torch.flatten(y, 1) @ self.proj  # (5,)
+
+
+def test_functional_ops_are_seen():
+    a = analyze(_Functional(), (3, 8, 8))
+    rows = {r.name: r for r in a.layers}
+    assert list(rows) == ["conv2d", "conv", "add", "relu", "cat", "flatten", "matmul"]
+    # F.conv2d: 64 positions * 4 filters * 27 taps = 6,912 MACs; its weight 108 params
+    assert rows["conv2d"].macs == 6_912 and rows["conv2d"].trainable_params == 108
+    assert rows["conv"].macs == 6_912
+    assert rows["add"].ops.elementwise == 4 * 64 and rows["add"].inputs == ["conv2d", "conv"]
+    assert rows["relu"].ops.act == 256
+    assert rows["cat"].output_shape == (8, 8, 8) and rows["cat"].inputs == ["relu", "conv"]
+    # @: (1, 512) x (512, 5): 2,560 MACs, and the 2,560-element matrix is a parameter
+    assert rows["matmul"].macs == 2_560 and rows["matmul"].trainable_params == 2_560
+    assert rows["matmul"].output_shape == (5,)
+    assert a.totals["trainable_params"] == sum(p.numel() for p in _Functional().parameters())
+    assert a.not_counted == {}
+
+
+class _Shared(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = self.block(self.block(x))  # the same module twice
+        return self.head(x.mean((2, 3)))
+
+
+def test_shared_module_counts_params_once_and_macs_per_call():
+    a = analyze(_Shared(), (4, 6, 6))
+    first, second = a.layer("block"), a.layer("block#2")
+    # 4 * (4*9 + 1) = 148 params, once; each call 36 positions * 4 * 36 = 5,184 MACs
+    assert (first.trainable_params, second.trainable_params) == (148, 0)
+    assert first.macs == second.macs == 5_184
+    assert second.notes == ["reuses weights counted in block"]
+    assert second.inputs == ["block"]
+    assert a.totals["trainable_params"] == 148 + 10 == sum(p.numel() for p in _Shared().parameters())
+    assert a.totals["total_macs"] == 2 * 5_184 + 8
+    # receptive field grows with each call: 3 then 5
+    assert (first.receptive_field, second.receptive_field) == ((3, 3), (5, 5))
+
+
+class _Tied(nn.Module):
+    """Two layers sharing one weight Parameter (as tied embeddings / output layers do)."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Linear(4, 4)
+        self.decoder = nn.Linear(4, 4)
+        self.decoder.weight = self.encoder.weight  # the same Parameter object, own bias
+
+    def forward(self, x):
+        return self.decoder(torch.tanh(self.encoder(x)))
+
+
+def test_tied_weights_are_counted_once():
+    model = _Tied()
+    a = analyze(model, (4,))
+    assert sum(p.numel() for p in model.parameters()) == 16 + 4 + 4  # PyTorch deduplicates too
+    assert a.totals["trainable_params"] == 24
+    enc, dec = a.layer("encoder"), a.layer("decoder")
+    assert (enc.trainable_params, dec.trainable_params) == (20, 4)  # weight counted once
+    assert dec.notes == ["reuses weights counted in encoder"]
+    assert enc.macs == dec.macs == 16
+    assert a.layer("tanh").ops.act == 4
+    assert a.totals["receptive_field"] is None  # a flat input
+    assert not a.unused
+
+
+def test_frozen_parameters_and_buffers_are_non_trainable():
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    net[0].weight.requires_grad_(False)
+    a = analyze(net, (3, 4, 4))
+    conv, bn = a.layers
+    # frozen conv weight (12) is non-trainable, its bias (4) trainable; BN: gamma, beta (8)
+    # trainable, running mean and var (8) non-trainable, num_batches_tracked (int) excluded
+    assert (conv.trainable_params, conv.non_trainable_params) == (4, 12)
+    assert (bn.trainable_params, bn.non_trainable_params) == (8, 8)
+    assert bn.ops.norm == 4 * 16
+
+
+def test_unknown_ops_are_listed_not_silently_zero():
+    class Odd(nn.Module):
+        def forward(self, x):
+            return torch.cumsum(x, dim=1)
+
+    a = analyze(Odd(), (3, 4, 4))
+    assert a.not_counted == {"aten.cumsum": 1}
+    assert "not counted: aten.cumsum (1 call)" in a.to_markdown()
+    # its geometry is unknown too, and the result says so instead of guessing
+    assert a.output_layer.receptive_field is None
+    assert any("aten.cumsum" in w for w in a.warnings)
+
+
+def test_batch_scales_counts_and_memory():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    one, four = analyze(net, (3, 8, 8)), analyze(net, (3, 8, 8), batch=4)
+    assert four.totals["total_macs"] == 4 * one.totals["total_macs"] == 4 * 36 * 4 * 27
+    assert four.layers[1].memory_bytes == 4 * one.layers[1].memory_bytes == 4 * 4 * 36 * 4
+    assert four.layers[0].output_shape == one.layers[0].output_shape == (4, 6, 6)
+    assert four.totals["total_params"] == one.totals["total_params"]
+
+
+def test_float64_model_memory_uses_its_dtype():
+    a = analyze(nn.Conv2d(1, 2, 3).double(), (1, 5, 5))
+    assert a.dtype == "float64" and a.layers[0].memory_bytes == 2 * 3 * 3 * 8

@@ -225,8 +225,9 @@ def plot_cascade(result: SanityResult) -> Figure:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     axes[0].set_title(
-        "Cascading randomisation from the logits down (Adebayo et al. 2018): "
-        "a trustworthy map falls towards 0", fontsize=9,
+        "Cascading randomisation from the logits down (Adebayo et al. 2018)\n"
+        "a map that explains the model falls towards 0; one that stays high ignores the weights",
+        fontsize=9,
     )
     axes[1].set_xticks(stages, result.stages, rotation=60, ha="right", fontsize=7)
     axes[1].set_xlabel("layers randomised cumulatively, top first")

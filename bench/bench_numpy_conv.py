@@ -1,7 +1,8 @@
 """Speed of cnnlab.numpy_ref's vectorized conv2d (forward + backward) against PyTorch CPU float64.
 
 Both run on the same float64 inputs with the same number of threads (torch.set_num_threads and
-threadpoolctl for NumPy's BLAS). Each configuration is timed best-of-``--repeats``; the ratio
+threadpoolctl for NumPy's BLAS). Each configuration is timed best-of-``--repeats``, the two
+implementations alternating so that load from other processes hits both alike; the ratio
 ours/torch is what counts (< 1 means we are faster). Results are checked against each other
 before timing, so a fast wrong answer cannot pass.
 
@@ -37,14 +38,35 @@ SWEEP = [
 ]
 
 
-def _best_of(fn, repeats: int) -> float:
-    fn()  # warm-up: allocations, BLAS thread start-up
-    best = float("inf")
+def _best_of_interleaved(ours, theirs, repeats: int) -> tuple[float, float]:
+    """Best-of-``repeats`` seconds for each, alternating the two so that a change in machine
+    load during the run hits both alike."""
+    ours(), theirs()  # warm-up: allocations, BLAS and OpenMP thread start-up
+    best = [float("inf"), float("inf")]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+        for i, fn in enumerate((ours, theirs)):
+            t0 = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best[0], best[1]
+
+
+def _pair(x, w, b, dout, stride, padding, dilation, groups):
+    """The two forward+backward passes to time, on the same float64 inputs."""
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    doutt = torch.tensor(dout)
+
+    def ours():
+        out, cache = conv2d_forward(x, w, b, stride, padding, dilation, groups)
+        return (out, *conv2d_backward(dout, cache))
+
+    def theirs():
+        xt.grad = wt.grad = bt.grad = None
+        out = F.conv2d(xt, wt, bt, stride, padding, dilation, groups)
+        out.backward(doutt)
+        return (out, xt.grad, wt.grad, bt.grad)
+
+    return ours, theirs
 
 
 def run(n: int, c: int, size: int, repeats: int, threads: int) -> list[dict]:
@@ -58,29 +80,24 @@ def run(n: int, c: int, size: int, repeats: int, threads: int) -> list[dict]:
         b = rng.standard_normal(c)
         out, _ = conv2d_forward(x, w, b, stride, padding, dilation, groups)
         dout = rng.standard_normal(out.shape)
-        xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
-        doutt = torch.tensor(dout)
-
-        def ours():
-            out, cache = conv2d_forward(x, w, b, stride, padding, dilation, groups)
-            return out, conv2d_backward(dout, cache)
-
-        def theirs():
-            xt.grad = wt.grad = bt.grad = None
-            out = F.conv2d(xt, wt, bt, stride, padding, dilation, groups)
-            out.backward(doutt)
-            return out
-
+        ours, theirs = _pair(x, w, b, dout, stride, padding, dilation, groups)
         with threadpool_limits(limits=threads):
-            (o, (dx, dw, db)), ot = ours(), theirs()
-            for a, ref in ((o, ot), (dx, xt.grad), (dw, wt.grad), (db, bt.grad)):
+            for a, ref in zip(ours(), theirs(), strict=True):
                 np.testing.assert_allclose(a, ref.detach().numpy(), rtol=1e-9, atol=1e-9)
-            t_ours = _best_of(ours, repeats)
-            t_torch = _best_of(theirs, repeats)
-        rows.append({"config": name, "ours_ms": t_ours * 1e3, "torch_ms": t_torch * 1e3,
-                     "ratio": t_ours / t_torch})
-        print(f"{name:16s} ours {t_ours * 1e3:8.2f} ms   torch {t_torch * 1e3:8.2f} ms   "
-              f"ours/torch {t_ours / t_torch:5.2f}", flush=True)
+            t_ours, t_torch = _best_of_interleaved(ours, theirs, repeats)
+        rows.append(
+            {
+                "config": name,
+                "ours_ms": t_ours * 1e3,
+                "torch_ms": t_torch * 1e3,
+                "ratio": t_ours / t_torch,
+            }
+        )
+        print(
+            f"{name:16s} ours {t_ours * 1e3:8.2f} ms   torch {t_torch * 1e3:8.2f} ms   "
+            f"ours/torch {t_ours / t_torch:5.2f}",
+            flush=True,
+        )
     return rows
 
 
@@ -90,17 +107,31 @@ def main() -> None:
     p.add_argument("--channels", type=int, default=32, help="C = K")
     p.add_argument("--size", type=int, default=32, help="H = W")
     p.add_argument("--repeats", type=int, default=7, help="best of this many timed runs")
-    p.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                   help="threads for both torch and NumPy's BLAS")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=torch.get_num_threads(),
+        help="threads for both torch and NumPy's BLAS",
+    )
     p.add_argument("--json", type=Path, help="also save the results with their provenance here")
     a = p.parse_args()
-    print(f"N={a.n}, C=K={a.channels}, {a.size}x{a.size}, float64, forward+backward, "
-          f"{a.threads} threads, best of {a.repeats}; load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"N={a.n}, C=K={a.channels}, {a.size}x{a.size}, float64, forward+backward, "
+        f"{a.threads} threads, best of {a.repeats}; load average {os.getloadavg()[0]:.2f}"
+    )
     rows = run(a.n, a.channels, a.size, a.repeats, a.threads)
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(a).items()},
-                                      "results": rows, "environment": environment()}, indent=2))
+        a.json.write_text(
+            json.dumps(
+                {
+                    "args": {k: str(v) for k, v in vars(a).items()},
+                    "results": rows,
+                    "environment": environment(),
+                },
+                indent=2,
+            )
+        )
         print(f"saved {a.json}")
 
 

@@ -26,10 +26,6 @@ from cnnlab.numpy_ref import (
 RTOL, ATOL = 1e-10, 1e-10
 
 
-def close(a, b):
-    np.testing.assert_allclose(a, b.detach().numpy() if torch.is_tensor(b) else b, rtol=RTOL, atol=ATOL)
-
-
 @st.composite
 def conv_cases(draw, max_extra=8):
     """Random valid convolution arguments, with the padding as torch's F.pad sides where that
@@ -52,13 +48,29 @@ def conv_cases(draw, max_extra=8):
     else:
         padding, sides = kind, (0, 0, 0, 0) if kind == "valid" else None
     size = []
-    for eff, before_after in ((dilation[0] * (kh - 1) + 1, sides[:2] if sides else (0, 0)),
-                              (dilation[1] * (kw - 1) + 1, sides[2:] if sides else (0, 0))):
+    for eff, before_after in (
+        (dilation[0] * (kh - 1) + 1, sides[:2] if sides else (0, 0)),
+        (dilation[1] * (kw - 1) + 1, sides[2:] if sides else (0, 0)),
+    ):
         low = 1 if kind == "same" else max(1, eff - sum(before_after))
         size.append(draw(st.integers(low, low + max_extra)))
-    return dict(n=draw(st.integers(1, 2)), c=c, k=k, h=size[0], w=size[1], kh=kh, kw=kw,
-                stride=stride, dilation=dilation, groups=groups, padding=padding, sides=sides,
-                bias=draw(st.booleans()), flip=draw(st.booleans()), seed=draw(st.integers(0, 2**31)))
+    return dict(
+        n=draw(st.integers(1, 2)),
+        c=c,
+        k=k,
+        h=size[0],
+        w=size[1],
+        kh=kh,
+        kw=kw,
+        stride=stride,
+        dilation=dilation,
+        groups=groups,
+        padding=padding,
+        sides=sides,
+        bias=draw(st.booleans()),
+        flip=draw(st.booleans()),
+        seed=draw(st.integers(0, 2**31)),
+    )
 
 
 def tf_same_sides(h, w, kh, kw, stride, dilation):
@@ -80,33 +92,40 @@ def make(case):
 
 
 def args(case):
-    return dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"],
-                groups=case["groups"], flip_kernel=case["flip"])
+    return dict(
+        stride=case["stride"],
+        padding=case["padding"],
+        dilation=case["dilation"],
+        groups=case["groups"],
+        flip_kernel=case["flip"],
+    )
 
 
 @given(conv_cases())
-def test_conv2d_matches_torch_values_and_gradients(case):
+def test_conv2d_matches_torch_values_and_gradients(torch_ref, assert_close, case):
     rng, x, w, b = make(case)
     out, cache = conv2d_forward(x, w, b, **args(case))
-    sides = case["sides"] or tf_same_sides(case["h"], case["w"], case["kh"], case["kw"],
-                                           case["stride"], case["dilation"])
-    xt = torch.tensor(x, requires_grad=True)
-    wt = torch.tensor(w, requires_grad=True)
-    bt = torch.tensor(b, requires_grad=True) if b is not None else None
-    w_used = torch.flip(wt, [2, 3]) if case["flip"] else wt  # true convolution = flipped kernel
-    top, bottom, left, right = sides
-    ref = F.conv2d(F.pad(xt, (left, right, top, bottom)), w_used, bt, case["stride"], 0,
-                   case["dilation"], case["groups"])
-    close(out, ref)
+    top, bottom, left, right = case["sides"] or tf_same_sides(
+        case["h"], case["w"], case["kh"], case["kw"], case["stride"], case["dilation"]
+    )
+
+    def reference(xt, wt, bt):
+        w_used = torch.flip(wt, [2, 3]) if case["flip"] else wt  # true convolution = flipped kernel
+        return F.conv2d(
+            F.pad(xt, (left, right, top, bottom)),
+            w_used,
+            bt,
+            case["stride"],
+            0,
+            case["dilation"],
+            case["groups"],
+        )
+
     dout = rng.standard_normal(out.shape)
-    ref.backward(torch.tensor(dout))
-    dx, dw, db = conv2d_backward(dout, cache)
-    close(dx, xt.grad)
-    close(dw, wt.grad)
-    if b is None:
-        assert db is None
-    else:
-        close(db, bt.grad)
+    ref, grads = torch_ref(reference, x, w, b, dout=dout)
+    assert_close(out, ref, RTOL, ATOL)
+    for ours, theirs in zip(conv2d_backward(dout, cache), grads, strict=True):
+        assert_close(ours, theirs, RTOL, ATOL)
 
 
 @settings(max_examples=40)
@@ -117,7 +136,9 @@ def test_naive_equals_vectorized(case):
     out_n, cache_n = conv2d_forward_naive(x, w, b, **args(case))
     np.testing.assert_allclose(out_n, out, rtol=1e-12, atol=1e-12)
     dout = rng.standard_normal(out.shape)
-    for a, ref in zip(conv2d_backward_naive(dout, cache_n), conv2d_backward(dout, cache)):
+    for a, ref in zip(
+        conv2d_backward_naive(dout, cache_n), conv2d_backward(dout, cache), strict=True
+    ):
         if ref is None:
             assert a is None
         else:
@@ -127,7 +148,9 @@ def test_naive_equals_vectorized(case):
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("size,kernel,dilation", [(5, 3, 1), (6, 4, 1), (7, 2, 2), (8, 3, 3)])
-def test_same_padding_stride_1_is_pytorch_and_keeps_the_size(size, kernel, dilation, stride):
+def test_same_padding_stride_1_is_pytorch_and_keeps_the_size(
+    size, kernel, dilation, stride, assert_close
+):
     rng = np.random.default_rng(1)
     x, w = rng.standard_normal((2, 3, size, size + 1)), rng.standard_normal((4, 3, kernel, kernel))
     out, _ = conv2d_forward(x, w, stride=stride, padding="same", dilation=dilation)
@@ -135,7 +158,7 @@ def test_same_padding_stride_1_is_pytorch_and_keeps_the_size(size, kernel, dilat
     assert out.shape[2:] == (math.ceil(size / stride), math.ceil((size + 1) / stride))
     if stride == 1:
         ref = F.conv2d(torch.tensor(x), torch.tensor(w), padding="same", dilation=dilation)
-        close(out, ref)
+        assert_close(out, ref.numpy(), RTOL, ATOL)
 
 
 def test_same_padding_puts_the_odd_extra_after():
@@ -154,39 +177,34 @@ def test_flip_kernel_is_textbook_convolution():
     assert conv2d_forward(x, w, flip_kernel=True)[0].item() == 4.0  # rot180(w) picks x[1, 1]
 
 
-def test_depthwise_matches_torch():
+def test_depthwise_with_channel_multiplier_matches_torch(torch_ref, assert_close):
     rng = np.random.default_rng(2)
     x, w = rng.standard_normal((2, 6, 9, 9)), rng.standard_normal((12, 1, 3, 3))  # multiplier 2
     out, cache = conv2d_forward(x, w, stride=2, padding=1, groups=6)
-    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
-    ref = F.conv2d(xt, wt, stride=2, padding=1, groups=6)
-    close(out, ref)
     dout = rng.standard_normal(out.shape)
-    ref.backward(torch.tensor(dout))
-    dx, dw, _ = conv2d_backward(dout, cache)
-    close(dx, xt.grad)
-    close(dw, wt.grad)
+    ref, (dx, dw) = torch_ref(
+        lambda x, w: F.conv2d(x, w, stride=2, padding=1, groups=6), x, w, dout=dout
+    )
+    assert_close(out, ref, RTOL, ATOL)
+    assert_close(conv2d_backward(dout, cache)[0], dx, RTOL, ATOL)
+    assert_close(conv2d_backward(dout, cache)[1], dw, RTOL, ATOL)
 
 
-def test_central_differences():
+def test_central_differences(central_differences):
     rng = np.random.default_rng(3)
-    x, w, b = rng.standard_normal((1, 2, 5, 4)), rng.standard_normal((4, 1, 3, 2)), rng.standard_normal(4)
+    x, w, b = (
+        rng.standard_normal((1, 2, 5, 4)),
+        rng.standard_normal((4, 1, 3, 2)),
+        rng.standard_normal(4),
+    )
     kw = dict(stride=(2, 1), padding=((1, 0), (0, 1)), dilation=(1, 2), groups=2)
     out, cache = conv2d_forward(x, w, b, **kw)
     dout = rng.standard_normal(out.shape)
-    grads = conv2d_backward(dout, cache)
-    eps = 1e-6
-    for arr, grad in zip((x, w, b), grads):
-        num = np.zeros_like(arr)
-        for idx in np.ndindex(arr.shape):
-            old = arr[idx]
-            arr[idx] = old + eps
-            plus = np.sum(conv2d_forward(x, w, b, **kw)[0] * dout)
-            arr[idx] = old - eps
-            minus = np.sum(conv2d_forward(x, w, b, **kw)[0] * dout)
-            arr[idx] = old
-            num[idx] = (plus - minus) / (2 * eps)
-        # central differences are exact for a linear function up to rounding: ~1e-9
+    numeric = central_differences(
+        lambda: np.sum(conv2d_forward(x, w, b, **kw)[0] * dout), (x, w, b)
+    )
+    for grad, num in zip(conv2d_backward(dout, cache), numeric, strict=True):
+        # the loss is linear in each array, so only rounding remains: ~1e-9
         np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-7)
 
 
@@ -200,26 +218,50 @@ X4 = np.zeros((1, 4, 5, 5))
 W4 = np.zeros((2, 4, 3, 3))
 
 
-@pytest.mark.parametrize("call,message", [
-    (lambda: conv2d_forward(np.zeros((4, 5, 5)), W4), r"x must be 4-D \(N, C, H, W\), got shape \(4, 5, 5\)"),
-    (lambda: conv2d_forward(X4, np.zeros((2, 4, 3))), "weight w must be 4-D"),
-    (lambda: conv2d_forward(X4, np.zeros((2, 3, 3, 3))), "weight expects 3 input channels per group"),
-    (lambda: conv2d_forward(X4, np.zeros((3, 2, 3, 3)), groups=3), "input channels 4 are not divisible by groups=3"),
-    (lambda: conv2d_forward(X4, np.zeros((3, 2, 3, 3)), groups=2), "output channels 3"),
-    (lambda: conv2d_forward(X4, W4, stride=0), "stride must be >= 1, got 0"),
-    (lambda: conv2d_forward(X4, W4, stride=(1, -1)), "stride must be >= 1, got -1"),
-    (lambda: conv2d_forward(X4, W4, stride=1.5), "stride must be an integer"),
-    (lambda: conv2d_forward(X4, W4, dilation=0), "dilation must be >= 1, got 0"),
-    (lambda: conv2d_forward(X4, W4, groups=0), "groups must be >= 1"),
-    (lambda: conv2d_forward(X4, W4, padding=-1), "padding must be >= 0, got -1"),
-    (lambda: conv2d_forward(X4, W4, padding="full"), "unknown padding 'full'"),
-    (lambda: conv2d_forward(X4, W4, padding=(1, 2, 3)), "padding must be an int, a pair or a string"),
-    (lambda: conv2d_forward(X4, np.zeros((2, 4, 7, 3))), "effective kernel height 7 .* larger than the padded input height 5"),
-    (lambda: conv2d_forward(X4, W4, dilation=(1, 3)), r"effective kernel width 7 \(dilation 3 x \(3 - 1\) \+ 1\)"),
-    (lambda: conv2d_forward(X4, W4, b=np.zeros(3)), r"bias b must have shape \(2,\)"),
-    (lambda: conv2d_forward(np.full((1, 4, 5, 5), "a"), W4), "must be numeric"),
-    (lambda: conv2d_backward(np.zeros((1, 2, 2, 2)), conv2d_forward(X4, W4)[1]), r"dout must have the output's shape \(1, 2, 3, 3\)"),
-])
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (
+            lambda: conv2d_forward(np.zeros((4, 5, 5)), W4),
+            r"x must be 4-D \(N, C, H, W\), got shape \(4, 5, 5\)",
+        ),
+        (lambda: conv2d_forward(X4, np.zeros((2, 4, 3))), "weight w must be 4-D"),
+        (
+            lambda: conv2d_forward(X4, np.zeros((2, 3, 3, 3))),
+            "weight expects 3 input channels per group",
+        ),
+        (
+            lambda: conv2d_forward(X4, np.zeros((3, 2, 3, 3)), groups=3),
+            "input channels 4 are not divisible by groups=3",
+        ),
+        (lambda: conv2d_forward(X4, np.zeros((3, 2, 3, 3)), groups=2), "output channels 3"),
+        (lambda: conv2d_forward(X4, W4, stride=0), "stride must be >= 1, got 0"),
+        (lambda: conv2d_forward(X4, W4, stride=(1, -1)), "stride must be >= 1, got -1"),
+        (lambda: conv2d_forward(X4, W4, stride=1.5), "stride must be an integer"),
+        (lambda: conv2d_forward(X4, W4, dilation=0), "dilation must be >= 1, got 0"),
+        (lambda: conv2d_forward(X4, W4, groups=0), "groups must be >= 1"),
+        (lambda: conv2d_forward(X4, W4, padding=-1), "padding must be >= 0, got -1"),
+        (lambda: conv2d_forward(X4, W4, padding="full"), "unknown padding 'full'"),
+        (
+            lambda: conv2d_forward(X4, W4, padding=(1, 2, 3)),
+            "padding must be an int, a pair or a string",
+        ),
+        (
+            lambda: conv2d_forward(X4, np.zeros((2, 4, 7, 3))),
+            "effective kernel height 7 .* larger than the padded input height 5",
+        ),
+        (
+            lambda: conv2d_forward(X4, W4, dilation=(1, 3)),
+            r"effective kernel width 7 \(dilation 3 x \(3 - 1\) \+ 1\)",
+        ),
+        (lambda: conv2d_forward(X4, W4, b=np.zeros(3)), r"bias b must have shape \(2,\)"),
+        (lambda: conv2d_forward(np.full((1, 4, 5, 5), "a"), W4), "must be numeric"),
+        (
+            lambda: conv2d_backward(np.zeros((1, 2, 2, 2)), conv2d_forward(X4, W4)[1]),
+            r"dout must have the output's shape \(1, 2, 3, 3\)",
+        ),
+    ],
+)
 def test_bad_input_is_a_user_error_naming_the_problem(call, message):
     with pytest.raises(UserError, match=message) as info:
         call()

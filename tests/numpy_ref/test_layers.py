@@ -23,44 +23,34 @@ from cnnlab.numpy_ref import (
 )
 
 
-def close(a, ref):
-    np.testing.assert_allclose(a, ref.detach().numpy() if torch.is_tensor(ref) else ref,
-                               rtol=1e-10, atol=1e-12)
-
-
-def test_relu_matches_torch_including_zero():
+def test_relu_matches_torch_including_zero(torch_ref, assert_close):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, 4, 4))
     x[0, 0, 0, :2] = 0.0  # the gradient at exactly 0 is 0 in PyTorch
     out, cache = relu_forward(x)
-    xt = torch.tensor(x, requires_grad=True)
-    ref = F.relu(xt)
     dout = rng.standard_normal(x.shape)
-    ref.backward(torch.tensor(dout))
-    close(out, ref)
-    close(relu_backward(dout, cache), xt.grad)
+    ref, (dx,) = torch_ref(F.relu, x, dout=dout)
+    assert_close(out, ref)
+    assert_close(relu_backward(dout, cache), dx)
 
 
-@given(st.integers(1, 5), st.integers(1, 6), st.integers(1, 6), st.booleans(), st.integers(0, 2**31))
-def test_linear_matches_torch(n, d, m, bias, seed):
+@given(
+    st.integers(1, 5), st.integers(1, 6), st.integers(1, 6), st.booleans(), st.integers(0, 2**31)
+)
+def test_linear_matches_torch(torch_ref, assert_close, n, d, m, bias, seed):
     rng = np.random.default_rng(seed)
     x, w = rng.standard_normal((n, d)), rng.standard_normal((m, d))
     b = rng.standard_normal(m) if bias else None
     out, cache = linear_forward(x, w, b)
-    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
-    bt = torch.tensor(b, requires_grad=True) if bias else None
-    ref = F.linear(xt, wt, bt)
-    close(out, ref)
     dout = rng.standard_normal(out.shape)
-    ref.backward(torch.tensor(dout))
-    dx, dw, db = linear_backward(dout, cache)
-    close(dx, xt.grad)
-    close(dw, wt.grad)
-    assert (db is None) if not bias else np.allclose(db, bt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    ref, grads = torch_ref(F.linear, x, w, b, dout=dout)
+    assert_close(out, ref)
+    for ours, theirs in zip(linear_backward(dout, cache), grads, strict=True):
+        assert_close(ours, theirs)
 
 
 @given(st.integers(1, 6), st.integers(2, 7), st.floats(0.1, 1000.0), st.integers(0, 2**31))
-def test_softmax_cross_entropy_matches_torch(n, k, scale, seed):
+def test_softmax_cross_entropy_matches_torch(assert_close, n, k, scale, seed):
     rng = np.random.default_rng(seed)
     logits = rng.standard_normal((n, k)) * scale  # up to +-3000: exp would overflow naively
     y = rng.integers(0, k, n)
@@ -70,7 +60,7 @@ def test_softmax_cross_entropy_matches_torch(n, k, scale, seed):
     ref.backward()
     assert np.isfinite(loss)
     np.testing.assert_allclose(loss, ref.item(), rtol=1e-10, atol=1e-10)
-    close(dlogits, zt.grad)
+    assert_close(dlogits, zt.grad.numpy())
 
 
 def test_softmax_cross_entropy_by_hand():
@@ -81,7 +71,10 @@ def test_softmax_cross_entropy_by_hand():
 
 
 @pytest.mark.parametrize("momentum,eps", [(0.1, 1e-5), (0.3, 1e-3)])
-def test_batchnorm_train_and_eval_match_torch_batchnorm2d(momentum, eps):
+def test_batchnorm_train_and_eval_match_torch_batchnorm2d(momentum, eps, assert_close):
+    def close(a, ref):
+        assert_close(a, ref.detach().numpy())
+
     rng = np.random.default_rng(6)
     c = 3
     bn = torch.nn.BatchNorm2d(c, momentum=momentum, eps=eps).double()
@@ -93,66 +86,91 @@ def test_batchnorm_train_and_eval_match_torch_batchnorm2d(momentum, eps):
     for step in range(3):  # running statistics accumulate over several batches
         x = rng.standard_normal((4, c, 3, 5)) * (step + 1) + step
         out, cache, (running_mean, running_var) = batchnorm2d_forward(
-            x, gamma, beta, running_mean, running_var, True, momentum, eps)
+            x, gamma, beta, running_mean, running_var, True, momentum, eps
+        )
         bn.train()
         bn.zero_grad()
         xt = torch.tensor(x, requires_grad=True)
         ref = bn(xt)
         close(out, ref)
         close(running_mean, bn.running_mean)
-        close(running_var, bn.running_var)
+        close(running_var, bn.running_var)  # unbiased variance, as PyTorch
         dout = rng.standard_normal(x.shape)
         ref.backward(torch.tensor(dout))
-        for a, r in zip(batchnorm2d_backward(dout, cache), (xt.grad, bn.weight.grad, bn.bias.grad)):
+        for a, r in zip(
+            batchnorm2d_backward(dout, cache), (xt.grad, bn.weight.grad, bn.bias.grad), strict=True
+        ):
             close(a, r)
     bn.eval()
     bn.zero_grad()
     x = rng.standard_normal((2, c, 4, 4))
-    out, cache, running = batchnorm2d_forward(x, gamma, beta, running_mean, running_var, False, momentum, eps)
+    out, cache, running = batchnorm2d_forward(
+        x, gamma, beta, running_mean, running_var, False, momentum, eps
+    )
     xt = torch.tensor(x, requires_grad=True)
     ref = bn(xt)
     close(out, ref)
-    close(running.mean, running_mean)  # eval mode leaves the statistics alone
-    close(running.var, running_var)
+    assert_close(running.mean, running_mean)  # eval mode leaves the statistics alone
+    assert_close(running.var, running_var)
     dout = rng.standard_normal(x.shape)
     ref.backward(torch.tensor(dout))
-    for a, r in zip(batchnorm2d_backward(dout, cache), (xt.grad, bn.weight.grad, bn.bias.grad)):
+    for a, r in zip(
+        batchnorm2d_backward(dout, cache), (xt.grad, bn.weight.grad, bn.bias.grad), strict=True
+    ):
         close(a, r)
 
 
-def test_batchnorm_train_central_differences():
+def test_batchnorm_train_central_differences(central_differences):
     rng = np.random.default_rng(7)
-    x, gamma, beta = rng.standard_normal((2, 2, 2, 3)), rng.standard_normal(2), rng.standard_normal(2)
+    x, gamma, beta = (
+        rng.standard_normal((2, 2, 2, 3)),
+        rng.standard_normal(2),
+        rng.standard_normal(2),
+    )
     stats = (np.zeros(2), np.ones(2))
     dout = rng.standard_normal(x.shape)
     out, cache, _ = batchnorm2d_forward(x, gamma, beta, *stats)
-    dx, dgamma, dbeta = batchnorm2d_backward(dout, cache)
-    eps = 1e-6
-    for arr, grad in ((x, dx), (gamma, dgamma), (beta, dbeta)):
-        num = np.zeros_like(arr)
-        for idx in np.ndindex(arr.shape):
-            old = arr[idx]
-            arr[idx] = old + eps
-            plus = np.sum(batchnorm2d_forward(x, gamma, beta, *stats)[0] * dout)
-            arr[idx] = old - eps
-            minus = np.sum(batchnorm2d_forward(x, gamma, beta, *stats)[0] * dout)
-            arr[idx] = old
-            num[idx] = (plus - minus) / (2 * eps)
+    numeric = central_differences(
+        lambda: np.sum(batchnorm2d_forward(x, gamma, beta, *stats)[0] * dout), (x, gamma, beta)
+    )
+    for grad, num in zip(batchnorm2d_backward(dout, cache), numeric, strict=True):
+        # nonlinear in x: O(eps^2) truncation error on top of rounding
         np.testing.assert_allclose(grad, num, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("call,message", [
-    (lambda: relu_backward(np.zeros(3), relu_forward(np.zeros(4))[1]), "dout must have the input's shape"),
-    (lambda: linear_forward(np.zeros((2, 3)), np.zeros((4, 5))), "x has 3 features but w expects 5"),
-    (lambda: linear_forward(np.zeros((2, 3)), np.zeros((4, 3)), np.zeros(3)), r"bias b must have shape \(4,\)"),
-    (lambda: linear_forward(np.zeros(3), np.zeros((4, 3))), "must be 2-D"),
-    (lambda: softmax_cross_entropy(np.zeros((2, 3)), [0, 3]), r"label 3 is outside \[0, 3\)"),
-    (lambda: softmax_cross_entropy(np.zeros((2, 3)), [0.0, 1.0]), "labels y must be integers"),
-    (lambda: softmax_cross_entropy(np.zeros((2, 3)), [0]), r"labels y must have shape \(2,\)"),
-    (lambda: batchnorm2d_forward(np.zeros((1, 2, 1, 1)), *[np.ones(2)] * 4), "more than one value per channel"),
-    (lambda: batchnorm2d_forward(np.zeros((2, 2, 2, 2)), np.ones(3), *[np.ones(2)] * 3), r"gamma must have shape \(2,\)"),
-    (lambda: batchnorm2d_forward(np.zeros((2, 2, 2, 2)), *[np.ones(2)] * 4, momentum=1.5), "momentum must be in"),
-])
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (
+            lambda: relu_backward(np.zeros(3), relu_forward(np.zeros(4))[1]),
+            "dout must have the input's shape",
+        ),
+        (
+            lambda: linear_forward(np.zeros((2, 3)), np.zeros((4, 5))),
+            "x has 3 features but w expects 5",
+        ),
+        (
+            lambda: linear_forward(np.zeros((2, 3)), np.zeros((4, 3)), np.zeros(3)),
+            r"bias b must have shape \(4,\)",
+        ),
+        (lambda: linear_forward(np.zeros(3), np.zeros((4, 3))), "must be 2-D"),
+        (lambda: softmax_cross_entropy(np.zeros((2, 3)), [0, 3]), r"label 3 is outside \[0, 3\)"),
+        (lambda: softmax_cross_entropy(np.zeros((2, 3)), [0.0, 1.0]), "labels y must be integers"),
+        (lambda: softmax_cross_entropy(np.zeros((2, 3)), [0]), r"labels y must have shape \(2,\)"),
+        (
+            lambda: batchnorm2d_forward(np.zeros((1, 2, 1, 1)), *[np.ones(2)] * 4),
+            "more than one value per channel",
+        ),
+        (
+            lambda: batchnorm2d_forward(np.zeros((2, 2, 2, 2)), np.ones(3), *[np.ones(2)] * 3),
+            r"gamma must have shape \(2,\)",
+        ),
+        (
+            lambda: batchnorm2d_forward(np.zeros((2, 2, 2, 2)), *[np.ones(2)] * 4, momentum=1.5),
+            "momentum must be in",
+        ),
+    ],
+)
 def test_bad_layer_input(call, message):
     with pytest.raises(UserError, match=message):
         call()

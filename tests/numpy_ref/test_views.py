@@ -7,10 +7,7 @@ from cnnlab.numpy_ref.views import Step, format_matrix, format_number, plot_step
 
 def test_format_matrix_aligns_columns_with_shared_decimals():
     m = [[59.0, -12.5], [0.0, 3.25]]
-    assert format_matrix(m, indent="") == (
-        " 59.00  -12.50\n"
-        "  0.00    3.25"
-    )
+    assert format_matrix(m, indent="") == (" 59.00  -12.50\n  0.00    3.25")
 
 
 def test_float_noise_and_negative_zero_are_not_shown():
@@ -27,11 +24,20 @@ def test_render_text_numbers_titles_shapes_and_notes():
 
 
 def test_figure_has_one_annotated_panel_per_step():
-    steps = [Step("pos", [[1.0, 2.0], [3.0, 4.0]]), Step("signed", [[-1.5, 2.0]], highlight=(0, 0, 1, 1)),
-             Step("one", 7.0), Step("big", np.arange(400.0).reshape(20, 20))]
+    steps = [
+        Step("pos", [[1.0, 2.0], [3.0, 4.0]]),
+        Step("signed", [[-1.5, 2.0]], highlight=(0, 0, 1, 1)),
+        Step("one", 7.0),
+        Step("big", np.arange(400.0).reshape(20, 20)),
+    ]
     fig = plot_steps(steps, title="t", footer="f")
     panels = [ax for ax in fig.axes if ax.get_title()]
-    assert [ax.get_title() for ax in panels] == ["pos\n(2x2)", "signed\n(1x2)", "one\n(scalar)", "big\n(20x20)"]
+    assert [ax.get_title() for ax in panels] == [
+        "pos\n(2x2)",
+        "signed\n(1x2)",
+        "one\n(scalar)",
+        "big\n(20x20)",
+    ]
     assert [t.get_text() for t in panels[0].texts] == ["1", "2", "3", "4"]
     assert [t.get_text() for t in panels[1].texts] == ["-1.5", "2.0"]
     assert len(panels[1].patches) == 1  # the highlight

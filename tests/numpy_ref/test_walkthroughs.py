@@ -13,8 +13,13 @@ from cnnlab.numpy_ref import conv_backward_walkthrough, residual_walkthrough
 from cnnlab.numpy_ref.walkthroughs import COURSE_INPUT, COURSE_KERNEL
 
 # The course's matrices, restated from issue 2 (not imported, so a typo there would show).
-INPUT = [[100, 150, 200, 50, 30], [80, 120, 180, 255, 90], [40, 70, 110, 230, 200],
-         [30, 60, 100, 150, 120], [20, 50, 80, 100, 90]]
+INPUT = [
+    [100, 150, 200, 50, 30],
+    [80, 120, 180, 255, 90],
+    [40, 70, 110, 230, 200],
+    [30, 60, 100, 150, 120],
+    [20, 50, 80, 100, 90],
+]
 KERNEL = [[0.1, -0.2, 0.1], [-0.1, 0.4, 0.1], [0.2, -0.1, 0.1]]
 X = [[1, 2, 1, 0], [2, 1, 0, 1], [1, 0, 2, 1], [0, 1, 2, 1]]
 W = [[1, -1, 0], [0, 1, -1], [-1, 0, 1]]
@@ -27,12 +32,19 @@ def close(a, ref):
 
 def torch_residual(x, k, stride=1, padding=1, pool=2, ceil_mode=False):
     xt = torch.tensor(x, dtype=torch.float64)[None, None]
-    conv = F.conv2d(xt, torch.tensor(k, dtype=torch.float64)[None, None], stride=stride, padding=padding)
+    conv = F.conv2d(
+        xt, torch.tensor(k, dtype=torch.float64)[None, None], stride=stride, padding=padding
+    )
     relu = F.relu(conv)
     res = F.relu(relu + xt)
     mp = F.max_pool2d(res, pool, pool, ceil_mode=ceil_mode)
-    return {"conv": conv[0, 0].numpy(), "relu": relu[0, 0].numpy(), "residual": res[0, 0].numpy(),
-            "maxpool": mp[0, 0].numpy(), "gap": mp.mean().item()}
+    return {
+        "conv": conv[0, 0].numpy(),
+        "relu": relu[0, 0].numpy(),
+        "residual": res[0, 0].numpy(),
+        "maxpool": mp[0, 0].numpy(),
+        "gap": mp.mean().item(),
+    }
 
 
 def test_course_defaults_are_the_issue_matrices():
@@ -45,7 +57,9 @@ def test_residual_defaults_match_torch_and_hand_arithmetic():
     for key, ref in torch_residual(INPUT, KERNEL).items():
         close(got[key], ref)
     # first cell by hand: the padded window is [[0,0,0],[0,100,150],[0,80,120]]
-    assert got["conv"][0][0] == pytest.approx(100 * 0.4 + 150 * 0.1 + 80 * -0.1 + 120 * 0.1, abs=1e-12)
+    assert got["conv"][0][0] == pytest.approx(
+        100 * 0.4 + 150 * 0.1 + 80 * -0.1 + 120 * 0.1, abs=1e-12
+    )
     assert np.shape(got["maxpool"]) == (2, 2)  # floor: 5x5 -> 2x2
     assert got["gap"] == pytest.approx(np.mean(got["maxpool"]), rel=1e-15)
 
@@ -61,8 +75,17 @@ def test_residual_other_settings_match_torch():
 
 def test_residual_text_shows_every_matrix_and_the_worked_cell():
     text = residual_walkthrough().text()
-    for title in ("input X", "kernel K", "padded input", "conv", "relu", "skip", "residual",
-                  "max pool 2x2, stride 2", "global average pool"):
+    for title in (
+        "input X",
+        "kernel K",
+        "padded input",
+        "conv",
+        "relu",
+        "skip",
+        "residual",
+        "max pool 2x2, stride 2",
+        "global average pool",
+    ):
         assert title in text
     assert "conv[0,0] = 0*0.1 + 0*(-0.2) + 0*0.1 + 0*(-0.1) + 100*0.4 + 150*0.1" in text
     assert "= 59\n" in text
@@ -100,15 +123,30 @@ def test_conv_backward_other_matrices_match_torch():
     close(got["dX"], xt.grad.numpy())
 
 
-@pytest.mark.parametrize("call,message", [
-    (lambda: residual_walkthrough(stride=2), r"output is 3x3 but the input \(the skip\) is 5x5"),
-    (lambda: residual_walkthrough(padding=0), r"output is 3x3 but the input \(the skip\) is 5x5"),
-    (lambda: residual_walkthrough(kernel=[[[1.0]]]), "kernel must be 2-D"),
-    (lambda: residual_walkthrough(input=[[1.0, np.nan]]), "NaN"),
-    (lambda: residual_walkthrough(pool=9), "kernel height 9 is larger"),
-    (lambda: conv_backward_walkthrough(dy=[[1.0]]), r"dL/dY must have the shape of Y = xcorr\(X, W\), 2x2"),
-    (lambda: conv_backward_walkthrough(w=np.ones((5, 5))), "effective kernel height 5 .* larger than the padded input height 4"),
-])
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (
+            lambda: residual_walkthrough(stride=2),
+            r"output is 3x3 but the input \(the skip\) is 5x5",
+        ),
+        (
+            lambda: residual_walkthrough(padding=0),
+            r"output is 3x3 but the input \(the skip\) is 5x5",
+        ),
+        (lambda: residual_walkthrough(kernel=[[[1.0]]]), "kernel must be 2-D"),
+        (lambda: residual_walkthrough(input=[[1.0, np.nan]]), "NaN"),
+        (lambda: residual_walkthrough(pool=9), "kernel height 9 is larger"),
+        (
+            lambda: conv_backward_walkthrough(dy=[[1.0]]),
+            r"dL/dY must have the shape of Y = xcorr\(X, W\), 2x2",
+        ),
+        (
+            lambda: conv_backward_walkthrough(w=np.ones((5, 5))),
+            "effective kernel height 5 .* larger than the padded input height 4",
+        ),
+    ],
+)
 def test_walkthrough_errors(call, message):
     with pytest.raises(UserError, match=message):
         call()

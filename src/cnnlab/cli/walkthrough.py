@@ -40,13 +40,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     res.add_argument("--input", type=Path, metavar="FILE", help="input image (H x W)")
     res.add_argument("--kernel", type=Path, metavar="FILE", help="filter (kh x kw)")
     res.add_argument("--stride", type=int, default=1, help="convolution stride (default 1)")
-    res.add_argument("--padding", default="1",
-                     help="convolution padding: an int, PH,PW, 'same' or 'valid' (default 1)")
-    res.add_argument("--pool", type=int, default=2, metavar="SIZE",
-                     help="max-pool window SIZE x SIZE (default 2)")
+    res.add_argument(
+        "--padding",
+        default="1",
+        help="convolution padding: an int, PH,PW, 'same' or 'valid' (default 1)",
+    )
+    res.add_argument(
+        "--pool",
+        type=int,
+        default=2,
+        metavar="SIZE",
+        help="max-pool window SIZE x SIZE (default 2)",
+    )
     res.add_argument("--pool-stride", type=int, metavar="S", help="max-pool stride (default SIZE)")
-    res.add_argument("--ceil-mode", action="store_true",
-                     help="keep partial pooling windows (PyTorch's ceil_mode; default floor)")
+    res.add_argument(
+        "--ceil-mode",
+        action="store_true",
+        help="keep partial pooling windows (PyTorch's ceil_mode; default floor)",
+    )
     _add_output_options(res, "residual.png")
     res.set_defaults(func=run_residual)
 
@@ -58,18 +69,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "4x4 X, 3x3 W and 2x2 dL/dY. Matrix files: JSON (list of rows), CSV or .npy.",
     )
     back.add_argument("--x", "--input", dest="x", type=Path, metavar="FILE", help="input X (H x W)")
-    back.add_argument("--w", "--kernel", dest="w", type=Path, metavar="FILE", help="kernel W (kh x kw)")
-    back.add_argument("--dy", "--grad-output", dest="dy", type=Path, metavar="FILE",
-                      help="upstream gradient dL/dY, shape (H - kh + 1) x (W - kw + 1)")
+    back.add_argument(
+        "--w", "--kernel", dest="w", type=Path, metavar="FILE", help="kernel W (kh x kw)"
+    )
+    back.add_argument(
+        "--dy",
+        "--grad-output",
+        dest="dy",
+        type=Path,
+        metavar="FILE",
+        help="upstream gradient dL/dY, shape (H - kh + 1) x (W - kw + 1)",
+    )
     _add_output_options(back, "conv-backward.png")
     back.set_defaults(func=run_conv_backward)
 
 
 def _add_output_options(parser: argparse.ArgumentParser, figure: str) -> None:
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
-                        help=f"folder for the figure {figure} (default {DEFAULT_OUT})")
-    parser.add_argument("--json", action="store_true",
-                        help="print only the result values as one JSON object on stdout")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        metavar="DIR",
+        help=f"folder for the figure {figure} (default {DEFAULT_OUT})",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print only the result values as one JSON object on stdout",
+    )
     parser.add_argument("--no-figure", action="store_true", help="do not draw or save the figure")
 
 
@@ -118,26 +145,43 @@ def _footer(settings: str) -> str:
     from cnnlab.provenance import git_commit
 
     commit = git_commit()
-    return (f"{settings}   |   cnnlab {__version__}, git {commit[:12] if commit else 'unknown'}"
-            f"{'-dirty' if commit and commit.endswith('-dirty') else ''}, numpy {np.__version__}")
+    return (
+        f"{settings}   |   cnnlab {__version__}, git {commit[:12] if commit else 'unknown'}"
+        f"{'-dirty' if commit and commit.endswith('-dirty') else ''}, numpy {np.__version__}"
+    )
 
 
 def run_residual(args: argparse.Namespace) -> int:
     from cnnlab.numpy_ref.walkthroughs import residual_walkthrough
 
     result = residual_walkthrough(
-        _load(args.input, "input"), _load(args.kernel, "kernel"), args.stride,
-        parse_padding(args.padding), args.pool, args.pool_stride, args.ceil_mode,
+        _load(args.input, "input"),
+        _load(args.kernel, "kernel"),
+        args.stride,
+        parse_padding(args.padding),
+        args.pool,
+        args.pool_stride,
+        args.ceil_mode,
     )
-    return _finish(result, args, "residual",
-                   "Residual block: conv -> ReLU -> + input -> ReLU -> max pool -> average",
-                   result.settings())
+    return _finish(
+        result,
+        args,
+        "residual",
+        "Residual block: conv -> ReLU -> + input -> ReLU -> max pool -> average",
+        result.settings(),
+    )
 
 
 def run_conv_backward(args: argparse.Namespace) -> int:
     from cnnlab.numpy_ref.walkthroughs import conv_backward_walkthrough
 
-    result = conv_backward_walkthrough(_load(args.x, "X"), _load(args.w, "W"), _load(args.dy, "dL/dY"))
-    return _finish(result, args, "conv-backward",
-                   "Convolution backward: dL/dW = xcorr(X, dL/dY), dL/dX = xcorr(pad(dL/dY), rot180(W))",
-                   "valid, stride 1")
+    result = conv_backward_walkthrough(
+        _load(args.x, "X"), _load(args.w, "W"), _load(args.dy, "dL/dY")
+    )
+    return _finish(
+        result,
+        args,
+        "conv-backward",
+        "Convolution backward: dL/dW = xcorr(X, dL/dY), dL/dX = xcorr(pad(dL/dY), rot180(W))",
+        "valid, stride 1",
+    )

@@ -1,4 +1,4 @@
-"""Argument checking shared by the NumPy ops: every bad value becomes one ``UserError`` naming it."""
+"""Argument checks shared by the NumPy ops: each bad value becomes one ``UserError`` naming it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import numpy as np
 from cnnlab.errors import UserError
 
 
-def as_float_array(a: Any, name: str, op: str, ndim: int | None = None, layout: str = "") -> np.ndarray:
+def as_float_array(
+    a: Any, name: str, op: str, ndim: int | None = None, layout: str = ""
+) -> np.ndarray:
     """``a`` as a float64 array, or a ``UserError`` naming ``op``, ``name`` and what was wrong
     (``layout``, e.g. ``"(N, C, H, W)"``, is quoted when the number of dimensions is wrong).
 

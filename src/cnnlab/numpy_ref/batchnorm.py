@@ -72,8 +72,12 @@ def batchnorm2d_forward(
     x = as_float_array(x, "input x", _OP, ndim=4, layout="(N, C, H, W)")
     n, c, h, w = x.shape
     params = {}
-    for name, v in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean),
-                    ("running_var", running_var)):
+    for name, v in (
+        ("gamma", gamma),
+        ("beta", beta),
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+    ):
         params[name] = as_float_array(v, name, _OP)
         check_vector(params[name], c, name, _OP, "channel")
     if not 0.0 <= momentum <= 1.0:
@@ -84,11 +88,16 @@ def batchnorm2d_forward(
     if training:
         m = n * h * w
         if m < 2:
-            raise UserError(f"{_OP}: train mode needs more than one value per channel, got input shape {x.shape}")
+            raise UserError(
+                f"{_OP}: train mode needs more than one value per channel, got input shape "
+                f"{x.shape}"
+            )
         mean = x.mean(axis=(0, 2, 3))
         var = x.var(axis=(0, 2, 3))  # biased: this is what normalises
-        running = RunningStats((1 - momentum) * rm + momentum * mean,
-                               (1 - momentum) * rv + momentum * var * m / (m - 1))
+        running = RunningStats(
+            (1 - momentum) * rm + momentum * mean,
+            (1 - momentum) * rv + momentum * var * m / (m - 1),
+        )
     else:
         mean, var = rm, rv
         running = RunningStats(rm.copy(), rv.copy())
@@ -117,9 +126,14 @@ def batchnorm2d_backward(
     Returns:
         ``(dx, dgamma, dbeta)``: ``(N, C, H, W)``, ``(C,)``, ``(C,)``.
     """
-    dout = as_float_array(dout, "upstream gradient dout", f"{_OP} backward", ndim=4, layout="(N, C, H, W)")
+    dout = as_float_array(
+        dout, "upstream gradient dout", f"{_OP} backward", ndim=4, layout="(N, C, H, W)"
+    )
     if dout.shape != cache.x_hat.shape:
-        raise UserError(f"{_OP} backward: dout must have the input's shape {cache.x_hat.shape}, got {dout.shape}")
+        raise UserError(
+            f"{_OP} backward: dout must have the input's shape {cache.x_hat.shape}, "
+            f"got {dout.shape}"
+        )
     dgamma = (dout * cache.x_hat).sum(axis=(0, 2, 3))
     dbeta = dout.sum(axis=(0, 2, 3))
     g = dout * cache.gamma[None, :, None, None]

@@ -25,14 +25,14 @@ Padding can be an int, ``(ph, pw)``, ``((top, bottom), (left, right))``, ``'vali
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 from cnnlab.errors import UserError
 from cnnlab.numpy_ref._args import as_float_array, as_int, as_pair, check_vector
 
-Padding = Union[int, tuple[int, int], tuple[tuple[int, int], tuple[int, int]], str]
+Padding = int | tuple[int, int] | tuple[tuple[int, int], tuple[int, int]] | str
 PADDING_STRINGS = ("valid", "same")
 
 
@@ -115,7 +115,9 @@ def resolve_padding(
         for p in padding:
             if isinstance(p, (tuple, list)):
                 if len(p) != 2:
-                    raise UserError(f"{op}: padding {padding!r} must be ((top, bottom), (left, right))")
+                    raise UserError(
+                        f"{op}: padding {padding!r} must be ((top, bottom), (left, right))"
+                    )
                 sides += [as_int(p[0], "padding", op, 0), as_int(p[1], "padding", op, 0)]
             else:
                 sides += [as_int(p, "padding", op, 0)] * 2
@@ -149,7 +151,9 @@ def conv2d_geometry(
     if len(x_shape) != 4:
         raise UserError(f"{op}: input x must be 4-D (N, C, H, W), got shape {tuple(x_shape)}")
     if len(w_shape) != 4:
-        raise UserError(f"{op}: weight w must be 4-D (K, C/groups, kh, kw), got shape {tuple(w_shape)}")
+        raise UserError(
+            f"{op}: weight w must be 4-D (K, C/groups, kh, kw), got shape {tuple(w_shape)}"
+        )
     n, c, h, w = x_shape
     k, wc, kh, kw = w_shape
     sh, sw = as_pair(stride, "stride", op, 1)
@@ -158,7 +162,9 @@ def conv2d_geometry(
     if c % groups:
         raise UserError(f"{op}: input channels {c} are not divisible by groups={groups}")
     if k % groups:
-        raise UserError(f"{op}: output channels {k} (w.shape[0]) are not divisible by groups={groups}")
+        raise UserError(
+            f"{op}: output channels {k} (w.shape[0]) are not divisible by groups={groups}"
+        )
     if wc != c // groups:
         raise UserError(
             f"{op}: weight expects {wc} input channels per group (w.shape[1]) but x has {c} "
@@ -177,8 +183,17 @@ def conv2d_geometry(
                 f"{before} + {after})"
             )
     return ConvGeometry(
-        n=n, c=c, h=h, w=w, k=k, kh=kh, kw=kw, groups=groups,
-        stride=(sh, sw), dilation=(dh, dw), pad=(top, bottom, left, right),
+        n=n,
+        c=c,
+        h=h,
+        w=w,
+        k=k,
+        kh=kh,
+        kw=kw,
+        groups=groups,
+        stride=(sh, sw),
+        dilation=(dh, dw),
+        pad=(top, bottom, left, right),
         out_h=(h + top + bottom - eff_h) // sh + 1,
         out_w=(w + left + right - eff_w) // sw + 1,
     )
@@ -196,13 +211,15 @@ def _prepare(
     return x, w, b, g
 
 
-def _pad(x: np.ndarray, g: ConvGeometry, height: int | None = None, width: int | None = None) -> np.ndarray:
-    """Zero-pad ``x`` (N, C, H, W) by ``g.pad``; ``height``/``width`` extend it further at the end."""
+def _pad(
+    x: np.ndarray, g: ConvGeometry, height: int | None = None, width: int | None = None
+) -> np.ndarray:
+    """Zero-pad ``x`` (N, C, H, W) by ``g.pad``; ``height``/``width`` extend it at the end."""
     top, bottom, left, right = g.pad
     hp = height if height is not None else g.h + top + bottom
     wp = width if width is not None else g.w + left + right
     xp = np.zeros((g.n, g.c, hp, wp))
-    xp[:, :, top:top + g.h, left:left + g.w] = x
+    xp[:, :, top : top + g.h, left : left + g.w] = x
     return xp
 
 
@@ -244,8 +261,12 @@ def conv2d_forward_naive(
             for y in range(g.out_h):
                 for x_ in range(g.out_w):
                     # the receptive field: kh x kw taps, dilation apart, starting at (y*sh, x*sw)
-                    window = xp[n, channels, y * sh: y * sh + dh * (g.kh - 1) + 1: dh,
-                                x_ * sw: x_ * sw + dw * (g.kw - 1) + 1: dw]  # (Cg, kh, kw)
+                    window = xp[
+                        n,
+                        channels,
+                        y * sh : y * sh + dh * (g.kh - 1) + 1 : dh,
+                        x_ * sw : x_ * sw + dw * (g.kw - 1) + 1 : dw,
+                    ]  # (Cg, kh, kw)
                     out[n, k, y, x_] = np.sum(window * w[k]) + (b[k] if b is not None else 0.0)
     return out, _NaiveCache(xp, w, g, flip_kernel, b is not None)
 
@@ -272,7 +293,7 @@ def conv2d_backward_naive(
                     dxp[n, channels, rows, cols] += dout[n, k, y, x_] * cache.w[k]
                     dw_[k] += dout[n, k, y, x_] * cache.xp[n, channels, rows, cols]
     top, _, left, _ = g.pad
-    dx = dxp[:, :, top:top + g.h, left:left + g.w].copy()
+    dx = dxp[:, :, top : top + g.h, left : left + g.w].copy()
     if cache.flip_kernel:
         dw_ = dw_[:, :, ::-1, ::-1].copy()
     db = dout.sum(axis=(0, 2, 3)) if cache.has_bias else None
@@ -280,11 +301,16 @@ def conv2d_backward_naive(
 
 
 def _check_dout(dout: Any, g: ConvGeometry) -> np.ndarray:
-    dout = as_float_array(dout, "upstream gradient dout", "conv2d backward", ndim=4, layout="(N, C, H, W)")
+    dout = as_float_array(
+        dout, "upstream gradient dout", "conv2d backward", ndim=4, layout="(N, C, H, W)"
+    )
     expected = (g.n, g.k, g.out_h, g.out_w)
     if dout.shape != expected:
-        raise UserError(f"conv2d backward: dout must have the output's shape {expected}, got {dout.shape}")
+        raise UserError(
+            f"conv2d backward: dout must have the output's shape {expected}, got {dout.shape}"
+        )
     return dout
+
 
 # ------------------------------------------------------------------------------------------------
 # Vectorized version.
@@ -359,7 +385,7 @@ def _from_phases(dxph: np.ndarray, g: ConvGeometry, hq: int, wq: int) -> np.ndar
         for a in range(sh):
             for b in range(sw):
                 dxp[:, :, a::sh, b::sw] = dxph[a, b]
-    return np.ascontiguousarray(dxp[:, :, top:top + g.h, left:left + g.w])
+    return np.ascontiguousarray(dxp[:, :, top : top + g.h, left : left + g.w])
 
 
 def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -415,8 +441,8 @@ def conv2d_forward(
     acc = out[..., :length]
     for i, j, a, b_, off in taps:
         # (G, Kg, Cg) @ (N, G, Cg, L) -> (N, G, Kg, L)
-        acc += _matmul(wg[:, :, :, i, j], xph[a, b_, ..., off:off + length])
-    out = out.reshape(g.n, g.k, hq, wq)[:, :, :g.out_h, :g.out_w]
+        acc += _matmul(wg[:, :, :, i, j], xph[a, b_, ..., off : off + length])
+    out = out.reshape(g.n, g.k, hq, wq)[:, :, : g.out_h, : g.out_w]
     out = np.ascontiguousarray(out)  # (N, K, Ho, Wo): drops the garbage positions
     if b is not None:
         out += b[None, :, None, None]
@@ -451,16 +477,18 @@ def conv2d_backward(
         grid = dout
     else:
         grid = np.zeros((g.n, g.k, hq, wq))
-        grid[:, :, :g.out_h, :g.out_w] = dout
+        grid[:, :, : g.out_h, : g.out_w] = dout
     dgrid = grid.reshape(g.n, g.groups, g.kg, hq * wq)[..., :length]  # (N, G, Kg, L)
     dxph = np.zeros_like(cache.xph)
     dw = np.empty_like(cache.w)  # (G, Kg, Cg, kh, kw)
     for i, j, a, b_, off in taps:
-        xs = cache.xph[a, b_, ..., off:off + length]  # (N, G, Cg, L)
+        xs = cache.xph[a, b_, ..., off : off + length]  # (N, G, Cg, L)
         # sum over images of (Kg, L) @ (L, Cg)
         dw[:, :, :, i, j] = np.matmul(dgrid, xs.swapaxes(-1, -2)).sum(axis=0)
         # (G, Cg, Kg) @ (N, G, Kg, L) -> (N, G, Cg, L)
-        dxph[a, b_, ..., off:off + length] += _matmul(cache.w[:, :, :, i, j].swapaxes(-1, -2), dgrid)
+        dxph[a, b_, ..., off : off + length] += _matmul(
+            cache.w[:, :, :, i, j].swapaxes(-1, -2), dgrid
+        )
     dx = _from_phases(dxph, g, hq, wq)
     dw = dw.reshape(g.k, g.cg, g.kh, g.kw)
     if cache.flip_kernel:

@@ -35,7 +35,9 @@ def relu_backward(dout: Any, cache: np.ndarray) -> np.ndarray:
     """
     dout = as_float_array(dout, "upstream gradient dout", "relu backward")
     if dout.shape != cache.shape:
-        raise UserError(f"relu backward: dout must have the input's shape {cache.shape}, got {dout.shape}")
+        raise UserError(
+            f"relu backward: dout must have the input's shape {cache.shape}, got {dout.shape}"
+        )
     return np.where(cache > 0, dout, 0.0)
 
 
@@ -76,9 +78,13 @@ def linear_backward(dout: Any, cache: tuple) -> tuple[np.ndarray, np.ndarray, np
         ``(dx, dw, db)``: ``(N, D)``, ``(M, D)``, ``(M,)`` or None without bias.
     """
     x, w, has_bias = cache
-    dout = as_float_array(dout, "upstream gradient dout", "linear backward", ndim=2, layout="(N, M)")
+    dout = as_float_array(
+        dout, "upstream gradient dout", "linear backward", ndim=2, layout="(N, M)"
+    )
     if dout.shape != (x.shape[0], w.shape[0]):
-        raise UserError(f"linear backward: dout must have shape {(x.shape[0], w.shape[0])}, got {dout.shape}")
+        raise UserError(
+            f"linear backward: dout must have shape {(x.shape[0], w.shape[0])}, got {dout.shape}"
+        )
     return dout @ w, dout.T @ x, (dout.sum(axis=0) if has_bias else None)
 
 
@@ -102,7 +108,10 @@ def softmax_cross_entropy(logits: Any, y: Any) -> tuple[float, np.ndarray]:
     if y.dtype.kind not in "iu":
         raise UserError(f"softmax_cross_entropy: labels y must be integers, got dtype {y.dtype}")
     if y.shape != (n,):
-        raise UserError(f"softmax_cross_entropy: labels y must have shape ({n},), one per row of logits; got {y.shape}")
+        raise UserError(
+            f"softmax_cross_entropy: labels y must have shape ({n},), one per row of logits; "
+            f"got {y.shape}"
+        )
     if y.min() < 0 or y.max() >= k:
         bad = y[(y < 0) | (y >= k)][0]
         raise UserError(f"softmax_cross_entropy: label {bad} is outside [0, {k}) for {k} classes")

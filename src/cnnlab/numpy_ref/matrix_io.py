@@ -38,7 +38,9 @@ def load_matrix(path: str | Path, what: str = "matrix") -> np.ndarray:
     where = f"{what} file {path}"
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
-        raise DataError(f"{where}: unsupported file type {path.suffix or '(none)'!r}; use {', '.join(SUFFIXES)}")
+        raise DataError(
+            f"{where}: unsupported file type {path.suffix or '(none)'!r}; use {', '.join(SUFFIXES)}"
+        )
     if not path.is_file():
         raise DataNotFoundError(f"{where} does not exist")
     if suffix == ".npy":
@@ -50,7 +52,9 @@ def load_matrix(path: str | Path, what: str = "matrix") -> np.ndarray:
         raise DataError(f"{where}: the matrix is empty")
     if not np.isfinite(m).all():
         r, c = np.argwhere(~np.isfinite(m))[0]
-        raise DataError(f"{where}: row {r + 1}, column {c + 1} is {m[r, c]}; only finite numbers are allowed")
+        raise DataError(
+            f"{where}: row {r + 1}, column {c + 1} is {m[r, c]}; only finite numbers are allowed"
+        )
     return m
 
 
@@ -64,7 +68,9 @@ def _read_npy(path: Path, where: str) -> np.ndarray:
     if m.dtype.kind not in "iuf":
         raise DataError(f"{where}: expected integers or floats, got dtype {m.dtype}")
     if m.ndim != 2:
-        raise DataError(f"{where}: expected a 2-D matrix, got a {m.ndim}-D array of shape {m.shape}")
+        raise DataError(
+            f"{where}: expected a 2-D matrix, got a {m.ndim}-D array of shape {m.shape}"
+        )
     return m.astype(np.float64)
 
 
@@ -74,7 +80,9 @@ def _read_json(path: Path, where: str) -> list[list[float]]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{where}: not valid JSON ({exc})") from exc
     if not isinstance(data, list) or not data:
-        raise DataError(f"{where}: expected a 2-D matrix as a non-empty list of rows, e.g. [[1, 2], [3, 4]]")
+        raise DataError(
+            f"{where}: expected a 2-D matrix as a non-empty list of rows, e.g. [[1, 2], [3, 4]]"
+        )
     rows = []
     for r, row in enumerate(data, 1):
         if not isinstance(row, list):
@@ -86,7 +94,11 @@ def _read_json(path: Path, where: str) -> list[list[float]]:
         for c, v in enumerate(row, 1):
             # bool is an int in Python but `true` in a matrix file is a mistake
             if isinstance(v, bool) or not isinstance(v, (int, float)):
-                dims = " (a 2-D matrix has numbers in its rows, not lists)" if isinstance(v, list) else ""
+                dims = (
+                    " (a 2-D matrix has numbers in its rows, not lists)"
+                    if isinstance(v, list)
+                    else ""
+                )
                 raise DataError(f"{where}: row {r}, column {c} is {_short(v)}, not a number{dims}")
             values.append(float(v))
         rows.append(values)
@@ -108,9 +120,14 @@ def _read_csv(path: Path, where: str) -> list[list[float]]:
             try:
                 v = float(cell.strip())
             except ValueError:
-                raise DataError(f"{where}: line {r}, column {c} is {cell.strip()!r}, not a number") from None
+                raise DataError(
+                    f"{where}: line {r}, column {c} is {cell.strip()!r}, not a number"
+                ) from None
             if not math.isfinite(v):
-                raise DataError(f"{where}: line {r}, column {c} is {cell.strip()!r}; only finite numbers are allowed")
+                raise DataError(
+                    f"{where}: line {r}, column {c} is {cell.strip()!r}; only finite numbers "
+                    "are allowed"
+                )
             values.append(v)
         rows.append(values)
     if not rows:
@@ -123,7 +140,8 @@ def _check_rectangular(rows: list[list[float]], where: str) -> None:
     for r, row in enumerate(rows, 1):
         if len(row) != len(rows[0]):
             raise DataError(
-                f"{where}: ragged matrix: row {r} has {len(row)} values but row 1 has {len(rows[0])}"
+                f"{where}: ragged matrix: row {r} has {len(row)} values but row 1 has "
+                f"{len(rows[0])}"
             )
 
 

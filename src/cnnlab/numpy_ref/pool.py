@@ -43,12 +43,18 @@ class PoolGeometry:
         """Height and width of the padded array the windows read (covers ceil_mode overhang)."""
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
         _, _, h, w = self.shape
-        return (max(h + 2 * ph, (self.out_h - 1) * sh + kh), max(w + 2 * pw, (self.out_w - 1) * sw + kw))
+        return (
+            max(h + 2 * ph, (self.out_h - 1) * sh + kh),
+            max(w + 2 * pw, (self.out_w - 1) * sw + kw),
+        )
 
     def tap_slices(self, i: int, j: int) -> tuple[slice, slice]:
         """Rows and columns of the padded array that kernel tap (i, j) reads for all outputs."""
         (sh, sw) = self.stride
-        return (slice(i, i + (self.out_h - 1) * sh + 1, sh), slice(j, j + (self.out_w - 1) * sw + 1, sw))
+        return (
+            slice(i, i + (self.out_h - 1) * sh + 1, sh),
+            slice(j, j + (self.out_w - 1) * sw + 1, sw),
+        )
 
 
 def _pool_out_size(size: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
@@ -87,10 +93,14 @@ def pool2d_geometry(
     pad = as_pair(padding, "padding", op, 0)
     n, c, h, w = x_shape
     outs = []
-    for dim, size, k, s, p in (("height", h, kernel[0], stride_[0], pad[0]),
-                               ("width", w, kernel[1], stride_[1], pad[1])):
+    for dim, size, k, s, p in (
+        ("height", h, kernel[0], stride_[0], pad[0]),
+        ("width", w, kernel[1], stride_[1], pad[1]),
+    ):
         if p > k // 2:
-            raise UserError(f"{op}: padding {p} must be at most half the kernel {dim} {k} (PyTorch's rule)")
+            raise UserError(
+                f"{op}: padding {p} must be at most half the kernel {dim} {k} (PyTorch's rule)"
+            )
         if k > size + 2 * p:
             raise UserError(
                 f"{op}: kernel {dim} {k} is larger than the padded input {dim} {size + 2 * p} "
@@ -104,14 +114,14 @@ def _padded(x: np.ndarray, g: PoolGeometry, fill: float) -> np.ndarray:
     n, c, h, w = g.shape
     ph, pw = g.padding
     xp = np.full((n, c, *g.extent), fill)
-    xp[:, :, ph:ph + h, pw:pw + w] = x
+    xp[:, :, ph : ph + h, pw : pw + w] = x
     return xp
 
 
 def _crop(dxp: np.ndarray, g: PoolGeometry) -> np.ndarray:
     _, _, h, w = g.shape
     ph, pw = g.padding
-    return np.ascontiguousarray(dxp[:, :, ph:ph + h, pw:pw + w])
+    return np.ascontiguousarray(dxp[:, :, ph : ph + h, pw : pw + w])
 
 
 def _check_dout(dout: Any, g: PoolGeometry, op: str) -> np.ndarray:
@@ -205,8 +215,10 @@ def _avg_divisor(g: PoolGeometry, count_include_pad: bool) -> np.ndarray:
     """Per-output divisor (Ho, Wo), as PyTorch's avg_pool2d CPU kernel computes it: a window
     clipped to the padded input (count_include_pad) or to the input itself."""
     counts = []
-    for size, out, k, s, p in ((g.shape[2], g.out_h, g.kernel[0], g.stride[0], g.padding[0]),
-                               (g.shape[3], g.out_w, g.kernel[1], g.stride[1], g.padding[1])):
+    for size, out, k, s, p in (
+        (g.shape[2], g.out_h, g.kernel[0], g.stride[0], g.padding[0]),
+        (g.shape[3], g.out_w, g.kernel[1], g.stride[1], g.padding[1]),
+    ):
         start = np.arange(out) * s - p
         end = np.minimum(start + k, size + p)  # a ceil_mode window may hang past the padding
         if count_include_pad:
@@ -275,7 +287,7 @@ def avgpool2d_backward(dout: Any, cache: _AvgPoolCache) -> np.ndarray:
 
 
 def global_avgpool_forward(x: Any) -> tuple[np.ndarray, tuple[int, ...]]:
-    """Mean over all spatial positions, as ``x.mean((2, 3))`` (flattened ``adaptive_avg_pool2d(x, 1)``).
+    """Mean over all spatial positions: ``x.mean((2, 3))``, ``adaptive_avg_pool2d(x, 1)`` flattened.
 
     Args:
         x: ``(N, C, H, W)``.
@@ -298,7 +310,9 @@ def global_avgpool_backward(dout: Any, cache: tuple[int, ...]) -> np.ndarray:
         dx ``(N, C, H, W)``.
     """
     n, c, h, w = cache
-    dout = as_float_array(dout, "upstream gradient dout", "global_avgpool backward", ndim=2, layout="(N, C)")
+    dout = as_float_array(
+        dout, "upstream gradient dout", "global_avgpool backward", ndim=2, layout="(N, C)"
+    )
     if dout.shape != (n, c):
         raise UserError(f"global_avgpool backward: dout must have shape {(n, c)}, got {dout.shape}")
     return np.broadcast_to((dout / (h * w))[:, :, None, None], (n, c, h, w)).copy()

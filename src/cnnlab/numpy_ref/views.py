@@ -49,7 +49,7 @@ def _decimals_needed(values: np.ndarray, max_decimals: int) -> int:
     so 58.99999999999999 prints as 59 and 0.5 as 0.5."""
     target = np.round(values, max_decimals)
     for d in range(max_decimals + 1):
-        if np.allclose(np.round(values, d), target, rtol=0, atol=0.5 * 10.0 ** -max_decimals):
+        if np.allclose(np.round(values, d), target, rtol=0, atol=0.5 * 10.0**-max_decimals):
             return d
     return max_decimals
 
@@ -110,8 +110,13 @@ _PANEL_IN = 3.3
 _MAX_FONT, _MIN_FONT = 13.0, 6.0
 
 
-def plot_steps(steps: Sequence[Step], title: str | None = None, footer: str | None = None,
-               ncols: int | None = None, max_decimals: int = 2) -> Figure:
+def plot_steps(
+    steps: Sequence[Step],
+    title: str | None = None,
+    footer: str | None = None,
+    ncols: int | None = None,
+    max_decimals: int = 2,
+) -> Figure:
     """One figure with an annotated heatmap per step.
 
     Each panel shows the step's values written in the cells (black or white, whichever reads
@@ -134,11 +139,13 @@ def plot_steps(steps: Sequence[Step], title: str | None = None, footer: str | No
         raise UserError("plot_steps: no steps to show")
     ncols = ncols or min(4, len(steps))
     nrows = -(-len(steps) // ncols)
-    fig = Figure(figsize=(ncols * (_PANEL_IN + 1.0), nrows * (_PANEL_IN + 1.1) + 0.6), layout="constrained")
+    fig = Figure(
+        figsize=(ncols * (_PANEL_IN + 1.0), nrows * (_PANEL_IN + 1.1) + 0.6), layout="constrained"
+    )
     axes = fig.subplots(nrows, ncols, squeeze=False)
-    for ax in axes.flat[len(steps):]:
+    for ax in axes.flat[len(steps) :]:
         ax.set_visible(False)
-    for ax, step in zip(axes.flat, steps):
+    for ax, step in zip(axes.flat, steps, strict=False):  # spare panels are hidden above
         _heatmap(fig, ax, step, max_decimals)
     if title:
         fig.suptitle(title, fontsize=14, fontweight="bold")
@@ -165,7 +172,9 @@ def _heatmap(fig: Figure, ax: Any, step: Step, max_decimals: int) -> None:
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     if step.highlight is not None:
         r, c, h, w = step.highlight
-        ax.add_patch(Rectangle((c - 0.5, r - 0.5), w, h, fill=False, edgecolor="#ff7f0e", linewidth=3))
+        ax.add_patch(
+            Rectangle((c - 0.5, r - 0.5), w, h, fill=False, edgecolor="#ff7f0e", linewidth=3)
+        )
     ax.set_title(f"{step.title}\n({shape_label(step.matrix)})", fontsize=10)
     ax.set_xticks(range(m.shape[1]))
     ax.set_yticks(range(m.shape[0]))
@@ -183,12 +192,24 @@ def _heatmap(fig: Figure, ax: Any, step: Step, max_decimals: int) -> None:
         for c in range(m.shape[1]):
             red, green, blue, _ = colours[r, c]
             luminance = 0.299 * red + 0.587 * green + 0.114 * blue
-            ax.text(c, r, cells[r][c], ha="center", va="center", fontsize=font,
-                    color="black" if luminance > 0.5 else "white")
+            ax.text(
+                c,
+                r,
+                cells[r][c],
+                ha="center",
+                va="center",
+                fontsize=font,
+                color="black" if luminance > 0.5 else "white",
+            )
 
 
-def save_steps_figure(steps: Sequence[Step], path: str | Path, title: str | None = None,
-                      footer: str | None = None, dpi: int = 130) -> Path:
+def save_steps_figure(
+    steps: Sequence[Step],
+    path: str | Path,
+    title: str | None = None,
+    footer: str | None = None,
+    dpi: int = 130,
+) -> Path:
     """Draw ``plot_steps`` and save it (PNG, PDF or SVG from the suffix); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -55,11 +55,12 @@ def worked_cell(window: np.ndarray, kernel: np.ndarray, label: str) -> str:
         kernel: the kernel as applied.
         label: the cell's name, e.g. ``"conv[0,0]"``.
     """
+
     def num(v: float) -> str:
         s = format_number(v)
         return f"({s})" if s.startswith("-") else s
 
-    terms = [f"{num(a)}*{num(b)}" for a, b in zip(window.ravel(), kernel.ravel())]
+    terms = [f"{num(a)}*{num(b)}" for a, b in zip(window.ravel(), kernel.ravel(), strict=True)]
     total = float(np.sum(window * kernel))
     return f"{label} = " + " + ".join(terms) + f" = {format_number(total)}"
 
@@ -68,7 +69,9 @@ def _padding_words(pad: tuple[int, int, int, int]) -> str:
     top, bottom, left, right = pad
     if len(set(pad)) == 1:
         return f"{top} row/column of zeros on every side"
-    return f"zeros: {top} row(s) on top, {bottom} at the bottom, {left} column(s) left, {right} right"
+    return (
+        f"zeros: {top} row(s) on top, {bottom} at the bottom, {left} column(s) left, {right} right"
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -102,14 +105,20 @@ class ResidualWalkthrough:
 
     def to_json(self) -> dict[str, Any]:
         """``{"conv", "relu", "residual", "maxpool": nested lists, "gap": number}``."""
-        return {"conv": self.conv.tolist(), "relu": self.relu.tolist(),
-                "residual": self.residual.tolist(), "maxpool": self.maxpool.tolist(),
-                "gap": self.gap}
+        return {
+            "conv": self.conv.tolist(),
+            "relu": self.relu.tolist(),
+            "residual": self.residual.tolist(),
+            "maxpool": self.maxpool.tolist(),
+            "gap": self.gap,
+        }
 
     def settings(self) -> str:
         """One line: stride, padding and pooling."""
-        return (f"stride {self.stride}, padding {self.padding!r}, max pool {self.pool}x{self.pool} "
-                f"stride {self.pool_stride}{' (ceil mode)' if self.ceil_mode else ''}")
+        return (
+            f"stride {self.stride}, padding {self.padding!r}, max pool {self.pool}x{self.pool} "
+            f"stride {self.pool_stride}{' (ceil mode)' if self.ceil_mode else ''}"
+        )
 
     def steps(self) -> list[Step]:
         kh, kw = self.kernel.shape
@@ -120,37 +129,62 @@ class ResidualWalkthrough:
         if self.ceil_mode:
             pool_note = "ceil mode: a last, partial window is kept where input is left over"
         elif (covered_h, covered_w) != (h, w):
-            pool_note = (f"floor mode (PyTorch's default): only whole windows, so {h}x{w} -> {ph}x{pw};"
-                         f"\nthe last {h - covered_h} row(s) and {w - covered_w} column(s) are in no "
-                         "window (ceil mode keeps partial windows)")
+            pool_note = (
+                f"floor mode (PyTorch's default): only whole windows, so {h}x{w} -> {ph}x{pw};"
+                f"\nthe last {h - covered_h} row(s) and {w - covered_w} column(s) are in no "
+                "window (ceil mode keeps partial windows)"
+            )
         else:
             pool_note = "the windows tile the map exactly"
         same = np.array_equal(self.residual_sum, self.residual)
         return [
             Step("input X", self.input, "the image (one channel)"),
             Step("kernel K", self.kernel, "the filter"),
-            Step("padded input", self.padded_input, _padding_words(self.pad),
-                 highlight=(0, 0, kh, kw)),
-            Step("conv = xcorr(padded X, K)", self.conv,
-                 f"cross-correlation, stride {self.stride}: slide K over the padded input,\n"
-                 "multiply elementwise and add (K is not flipped, as in PyTorch)\n"
-                 + worked_cell(self.padded_input[:kh, :kw], self.kernel, "conv[0,0]"),
-                 highlight=(0, 0, 1, 1)),
-            Step("relu = max(conv, 0)", self.relu, "negative values become 0"
-                 + (" (there are none here)" if (self.conv >= 0).all() else "")),
-            Step("relu + X  (skip connection)", self.residual_sum,
-                 "add the block's input back, cell by cell"),
-            Step("residual = relu(relu + X)", self.residual,
-                 "the block output" + (" (unchanged here: every sum is >= 0)" if same else "")),
-            Step(f"max pool {self.pool}x{self.pool}, stride {self.pool_stride}", self.maxpool,
-                 "largest value of each window\n" + pool_note),
-            Step("global average pool", self.gap,
-                 f"mean of the {ph}x{pw} pooled values: one number"),
+            Step(
+                "padded input",
+                self.padded_input,
+                _padding_words(self.pad),
+                highlight=(0, 0, kh, kw),
+            ),
+            Step(
+                "conv = xcorr(padded X, K)",
+                self.conv,
+                f"cross-correlation, stride {self.stride}: slide K over the padded input,\n"
+                "multiply elementwise and add (K is not flipped, as in PyTorch)\n"
+                + worked_cell(self.padded_input[:kh, :kw], self.kernel, "conv[0,0]"),
+                highlight=(0, 0, 1, 1),
+            ),
+            Step(
+                "relu = max(conv, 0)",
+                self.relu,
+                "negative values become 0"
+                + (" (there are none here)" if (self.conv >= 0).all() else ""),
+            ),
+            Step(
+                "relu + X  (skip connection)",
+                self.residual_sum,
+                "add the block's input back, cell by cell",
+            ),
+            Step(
+                "residual = relu(relu + X)",
+                self.residual,
+                "the block output" + (" (unchanged here: every sum is >= 0)" if same else ""),
+            ),
+            Step(
+                f"max pool {self.pool}x{self.pool}, stride {self.pool_stride}",
+                self.maxpool,
+                "largest value of each window\n" + pool_note,
+            ),
+            Step(
+                "global average pool", self.gap, f"mean of the {ph}x{pw} pooled values: one number"
+            ),
         ]
 
     def text(self) -> str:
-        head = ("Residual block walkthrough: conv -> ReLU -> + input (skip) -> ReLU -> max pool "
-                f"-> global average pool\nsettings: {self.settings()}")
+        head = (
+            "Residual block walkthrough: conv -> ReLU -> + input (skip) -> ReLU -> max pool "
+            f"-> global average pool\nsettings: {self.settings()}"
+        )
         return head + "\n\n" + render_text(self.steps())
 
 
@@ -181,17 +215,29 @@ def residual_walkthrough(
     x = _matrix(COURSE_INPUT if input is None else input, "input")
     k = _matrix(COURSE_KERNEL if kernel is None else kernel, "kernel")
     pool_stride = pool if pool_stride is None else pool_stride
-    g = conv2d_geometry(_as_4d(x).shape, _as_4d(k).shape, stride, padding, op="walkthrough residual")
+    g = conv2d_geometry(
+        _as_4d(x).shape, _as_4d(k).shape, stride, padding, op="walkthrough residual"
+    )
     out, cache = residual_block_forward(_as_4d(x), _as_4d(k), None, stride, padding)
     pooled, _ = maxpool2d_forward(out, pool, pool_stride, 0, ceil_mode)
     gap, _ = global_avgpool_forward(pooled)
     top, bottom, left, right = g.pad
     return ResidualWalkthrough(
-        input=x, kernel=k, stride=stride, padding=padding, pad=g.pad, pool=pool,
-        pool_stride=pool_stride, ceil_mode=ceil_mode,
+        input=x,
+        kernel=k,
+        stride=stride,
+        padding=padding,
+        pad=g.pad,
+        pool=pool,
+        pool_stride=pool_stride,
+        ceil_mode=ceil_mode,
         padded_input=np.pad(x, ((top, bottom), (left, right))),
-        conv=cache.conv[0, 0], relu=cache.relu[0, 0], residual_sum=cache.residual[0, 0],
-        residual=out[0, 0], maxpool=pooled[0, 0], gap=float(gap[0, 0]),
+        conv=cache.conv[0, 0],
+        relu=cache.relu[0, 0],
+        residual_sum=cache.residual[0, 0],
+        residual=out[0, 0],
+        maxpool=pooled[0, 0],
+        gap=float(gap[0, 0]),
     )
 
 
@@ -226,33 +272,52 @@ class ConvBackwardWalkthrough:
         return [
             Step("X (input)", self.x),
             Step("W (kernel)", self.w),
-            Step("Y = xcorr(X, W)", self.y,
-                 "forward: valid cross-correlation, stride 1\n"
-                 + worked_cell(self.x[:kh, :kw], self.w, "Y[0,0]")),
+            Step(
+                "Y = xcorr(X, W)",
+                self.y,
+                "forward: valid cross-correlation, stride 1\n"
+                + worked_cell(self.x[:kh, :kw], self.w, "Y[0,0]"),
+            ),
             Step("dL/dY (upstream gradient)", self.dy, "given"),
-            Step("dL/dW = xcorr(X, dL/dY)", self.dW,
-                 "correlate the input with the upstream gradient:\n"
-                 "dW[i,j] = sum over output cells of dY[r,c] * X[r+i, c+j]\n"
-                 + worked_cell(self.x[:yh, :yw], self.dy, "dW[0,0]")),
+            Step(
+                "dL/dW = xcorr(X, dL/dY)",
+                self.dW,
+                "correlate the input with the upstream gradient:\n"
+                "dW[i,j] = sum over output cells of dY[r,c] * X[r+i, c+j]\n"
+                + worked_cell(self.x[:yh, :yw], self.dy, "dW[0,0]"),
+            ),
             Step("rot180(W)", self.w_rot180, "W flipped up-down and left-right"),
-            Step("dL/dY zero-padded", self.dy_padded,
-                 f"{kh - 1} row(s) / {kw - 1} column(s) of zeros on every side (kernel size - 1)"),
-            Step("dL/dX = xcorr(padded dL/dY, rot180(W))", self.dX,
-                 "the full convolution of dL/dY with W: each output cell sends dY[r,c] * W\n"
-                 "back to the input window it came from: dX[i,j] = sum of dY[r,c] * W[i-r, j-c]\n"
-                 + worked_cell(self.dy_padded[ci:ci + kh, cj:cj + kw], self.w_rot180,
-                               f"dX[{ci},{cj}]")),
+            Step(
+                "dL/dY zero-padded",
+                self.dy_padded,
+                f"{kh - 1} row(s) / {kw - 1} column(s) of zeros on every side (kernel size - 1)",
+            ),
+            Step(
+                "dL/dX = xcorr(padded dL/dY, rot180(W))",
+                self.dX,
+                "the full convolution of dL/dY with W: each output cell sends dY[r,c] * W\n"
+                "back to the input window it came from: dX[i,j] = sum of dY[r,c] * W[i-r, j-c]\n"
+                + worked_cell(
+                    self.dy_padded[ci : ci + kh, cj : cj + kw], self.w_rot180, f"dX[{ci},{cj}]"
+                ),
+            ),
         ]
 
     def text(self) -> str:
-        head = ("Convolution backward walkthrough: Y = xcorr(X, W), valid, stride 1 (xcorr is "
-                "cross-correlation,\nwhat PyTorch's conv2d computes: the kernel is not flipped)")
-        tail = ("\ncheck: dL/dW and dL/dX above equal conv2d_backward's vectorized gradients "
-                "(to 1e-12 relative).")
+        head = (
+            "Convolution backward walkthrough: Y = xcorr(X, W), valid, stride 1 (xcorr is "
+            "cross-correlation,\nwhat PyTorch's conv2d computes: the kernel is not flipped)"
+        )
+        tail = (
+            "\ncheck: dL/dW and dL/dX above equal conv2d_backward's vectorized gradients "
+            "(to 1e-12 relative)."
+        )
         return head + "\n\n" + render_text(self.steps()) + "\n" + tail
 
 
-def conv_backward_walkthrough(x: Any = None, w: Any = None, dy: Any = None) -> ConvBackwardWalkthrough:
+def conv_backward_walkthrough(
+    x: Any = None, w: Any = None, dy: Any = None
+) -> ConvBackwardWalkthrough:
     """Gradients of a valid, stride-1, single-channel convolution, computed as correlations.
 
     ``dL/dW = xcorr(X, dL/dY)`` and ``dL/dX = xcorr(pad(dL/dY, k - 1), rot180(W))``, each then
@@ -274,7 +339,8 @@ def conv_backward_walkthrough(x: Any = None, w: Any = None, dy: Any = None) -> C
     if dy.shape != y.shape[2:]:
         raise UserError(
             f"dL/dY must have the shape of Y = xcorr(X, W), {y.shape[2]}x{y.shape[3]} "
-            f"(X {x.shape[0]}x{x.shape[1]}, W {w.shape[0]}x{w.shape[1]}), got {dy.shape[0]}x{dy.shape[1]}"
+            f"(X {x.shape[0]}x{x.shape[1]}, W {w.shape[0]}x{w.shape[1]}), "
+            f"got {dy.shape[0]}x{dy.shape[1]}"
         )
     kh, kw = w.shape
     dw, _ = conv2d_forward(_as_4d(x), _as_4d(dy))  # X correlated with dY
@@ -286,5 +352,6 @@ def conv_backward_walkthrough(x: Any = None, w: Any = None, dy: Any = None) -> C
     for name, a, ref in (("dL/dW", dw, dw_ref), ("dL/dX", dx, dx_ref)):
         if not np.allclose(a, ref, rtol=1e-12, atol=1e-12 * max(1.0, float(np.abs(ref).max()))):
             raise AssertionError(f"{name}: the correlation formula and conv2d_backward disagree")
-    return ConvBackwardWalkthrough(x=x, w=w, dy=dy, y=y[0, 0], dW=dw[0, 0], dX=dx[0, 0],
-                                   dy_padded=dy_padded, w_rot180=w_rot)
+    return ConvBackwardWalkthrough(
+        x=x, w=w, dy=dy, y=y[0, 0], dW=dw[0, 0], dX=dx[0, 0], dy_padded=dy_padded, w_rot180=w_rot
+    )

@@ -397,3 +397,28 @@ def test_float32_gpu_style_inputs_match_float64(net_factory):
     b = GradCAM(net32, "conv3").compute(x.float(), [0, 1, 2])
     np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=0, atol=1e-4)
     assert F.mse_loss(b.double(), a) < 1e-10
+
+
+def test_no_graph_outlives_compute(net, images):
+    """Every tensor autograd saved during compute is released when compute returns."""
+    import gc
+    import weakref
+
+    class Saved:  # wraps each saved tensor, so that its lifetime can be watched
+        def __init__(self, tensor):
+            self.tensor = tensor
+
+    watched = []
+
+    def pack(tensor):
+        saved = Saved(tensor)
+        watched.append(weakref.ref(saved))
+        return saved
+
+    for cls in (GradCAM, GradCAMPlusPlus):
+        with cls(net, "conv3") as cam:
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda saved: saved.tensor):
+                cam.compute(images)
+            gc.collect()
+            # Freed although the CAM object (with its logits and targets) is still alive.
+            assert watched and all(ref() is None for ref in watched)

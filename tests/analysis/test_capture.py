@@ -5,11 +5,12 @@ Expected counts are worked out by hand from the layer definitions in each test.
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.analysis import analyze
+from cnnlab.analysis import AnalysisError, analyze
 
 
 class _Functional(nn.Module):
@@ -136,3 +137,32 @@ def test_batch_scales_counts_and_memory():
 def test_float64_model_memory_uses_its_dtype():
     a = analyze(nn.Conv2d(1, 2, 3).double(), (1, 5, 5))
     assert a.dtype == "float64" and a.layers[0].memory_bytes == 2 * 3 * 3 * 8
+
+
+def test_errors_raised_by_model_code_become_one_line_with_the_rows_before():
+    class Checked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.inner = nn.Sequential(nn.ReLU())
+
+        def forward(self, x):
+            x = self.inner(self.conv(x))
+            if x.shape[-1] != 30:
+                raise ValueError(f"expected width 30,\n got {x.shape[-1]}")
+            return x
+
+    with pytest.raises(AnalysisError) as info:
+        analyze(Checked(), (3, 8, 8))
+    assert str(info.value) == ("Checked on input (3, 8, 8) failed in the model's forward: "
+                               "ValueError: expected width 30, got 6")
+    assert [r.name for r in info.value.partial.layers] == ["conv", "inner.0"]
+
+
+def test_shape_errors_name_the_layer_and_its_input():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(10, 2))
+    with pytest.raises(AnalysisError) as info:
+        analyze(net, (3, 8, 8))
+    assert str(info.value).startswith("layer '2' (Linear) on input (144,): ")
+    assert "\n" not in str(info.value)
+    assert [r.name for r in info.value.partial.layers] == ["0", "1"]

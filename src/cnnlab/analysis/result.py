@@ -242,7 +242,7 @@ class Analysis:
         t = self.totals
         rf = "n/a" if t["receptive_field"] is None else _pair(t["receptive_field"])
         return [
-            f"input {_shape(self.input_shape)}, batch {self.batch}, {self.dtype}",
+            f"input {format_shape(self.input_shape)}, batch {self.batch}, {self.dtype}",
             f"params: {t['total_params']:,} (trainable {t['trainable_params']:,}, "
             f"non-trainable {t['non_trainable_params']:,})",
             f"conv/linear MACs (Mult-Adds): {t['total_macs']:,}; FLOPs = 2 x MACs: {t['total_flops']:,}",
@@ -279,8 +279,11 @@ def _cells(d: dict[str, Any], notes: str) -> list[Any]:
     return out + [notes]
 
 
-def _shape(shape: Sequence[int] | None) -> str:
-    return "-" if shape is None else "(" + ", ".join(str(s) for s in shape) + ")"
+def format_shape(shape: Sequence[int] | None) -> str:
+    """``(3, 32, 32)``; a flat shape as ``(10,)``; ``-`` for None."""
+    if shape is None:
+        return "-"
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def _pair(p: Sequence[Any] | None) -> str:
@@ -297,7 +300,7 @@ def _bytes(n: int) -> str:
 
 def display_cells(row: Layer) -> list[str]:
     """The cells of one table row (shared by Markdown and the rich table)."""
-    return [row.name, row.type, _shape(row.output_shape), f"{row.params:,}",
+    return [row.name, row.type, format_shape(row.output_shape), f"{row.params:,}",
             f"{row.non_trainable_params:,}", f"{row.ops.macs:,}", f"{row.ops.flops:,}"] + [
         f"{getattr(row.ops, k):,}" for k in OP_KINDS[1:]] + [
         _pair(row.receptive_field), _pair(row.jump), _pair(row.start), _bytes(row.memory_bytes)]

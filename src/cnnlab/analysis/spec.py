@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.analysis import _geometry as G
-from cnnlab.analysis.result import Analysis, AnalysisError, Layer, OpCounts
+from cnnlab.analysis.result import Analysis, AnalysisError, Layer, OpCounts, format_shape
 from cnnlab.errors import UserError
 
 _BYTES_PER_ELEMENT = 4  # float32 activations
@@ -133,7 +133,7 @@ def analyze_spec(spec: Mapping[str, Any], *, source: str = "spec", batch: int = 
     unknown = set(spec) - {"input", "layers"}
     if unknown:
         raise UserError(f"{source}: unknown top-level key(s) {sorted(unknown)} (expected 'input' and 'layers')")
-    shape = tuple(input_shape) if input_shape is not None else _input_shape(spec.get("input"), source)
+    shape = _input_shape(list(input_shape) if input_shape is not None else spec.get("input"), source)
     layers = spec.get("layers")
     if not isinstance(layers, list) or not layers:
         raise UserError(f"{source}: 'layers' must be a non-empty list of layers, got {layers!r}")
@@ -156,6 +156,9 @@ def analyze_spec(spec: Mapping[str, Any], *, source: str = "spec", batch: int = 
             raise AnalysisError(str(exc), partial=result) from None
         row.inputs = list(input_names)
         row.memory_bytes = batch * _numel(out.shape) * _BYTES_PER_ELEMENT
+        if out.geo is not None and not out.geo.known and all(x.geo is None or x.geo.known for x in xs):
+            row.notes.append("receptive field not followed through this layer (it joins positions "
+                             "flattened into features); later layers show none")
         result.warnings.extend(f"layer {name!r}: {w}" for w in row.notes)
         result.layers.append(row)
         tensors[name] = out
@@ -345,10 +348,10 @@ def _dense(row: Layer, a: dict[str, Any], xs: list[_Tensor], n: int) -> _Tensor:
     row.ops.macs = n * fin * units
     row.ops.bias = n * units if use_bias else 0
     _activation(row, a.get("activation"), n * units)
-    geo = None
-    if x.geo is not None:
+    geo = x.geo
+    if geo is not None and geo.known:
         # every unit reads every feature: it mixes all positions flattened into them
-        geo = G.mix(x.geo, G.spatial_tags(x.geo.dims[1]))
+        geo = G.mix(geo, G.spatial_tags(geo.dims[1]))
         geo = replace(geo, dims=(geo.dims[0], G.plain(units)))
     return _Tensor((units,), geo)
 
@@ -359,14 +362,14 @@ def _merge_layer(row: Layer, a: dict[str, Any], xs: list[_Tensor], n: int) -> _T
     shapes = [x.shape for x in xs]
     if row.type == "Add":
         if len(set(shapes)) != 1:
-            raise _Problem(f"Add needs inputs of equal shape, got {' and '.join(map(_fmt, shapes))}")
+            raise _Problem(f"Add needs inputs of equal shape, got {' and '.join(map(format_shape, shapes))}")
         shape = shapes[0]
         row.ops.elementwise = n * (len(xs) - 1) * _numel(shape)
         geo, warnings = G.merge([x.geo for x in xs], xs[0].geo.dims if xs[0].geo else ())
     else:
         if len({len(s) for s in shapes}) != 1 or len({s[1:] for s in shapes}) != 1:
             raise _Problem("Concatenate needs inputs of equal spatial size (it joins channels), got "
-                           + " and ".join(map(_fmt, shapes)))
+                           + " and ".join(map(format_shape, shapes)))
         shape = (sum(s[0] for s in shapes), *shapes[0][1:])
         full = (n, *shape)
         geo, warnings = G.cat([(x.geo, (n, *x.shape)) for x in xs], 1, full)
@@ -418,7 +421,7 @@ def _window(h: int, w: int, k: tuple[int, int], s: tuple[int, int], d: tuple[int
 def _activation(row: Layer, name: Any, elements: int) -> None:
     if name is None or name == "linear":
         return
-    if name not in ACTIVATIONS:
+    if not isinstance(name, str) or name not in ACTIVATIONS:
         raise _Problem(f"unknown activation {name!r} (expected one of {', '.join(sorted(ACTIVATIONS))})")
     row.ops.act += elements
 
@@ -469,9 +472,6 @@ def _numel(shape: tuple[int, ...]) -> int:
     return out
 
 
-def _fmt(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(map(str, shape)) + ")"
-
 
 def _fmt_inputs(xs: list[_Tensor]) -> str:
-    return " + ".join(_fmt(x.shape) for x in xs)
+    return " + ".join(format_shape(x.shape) for x in xs)

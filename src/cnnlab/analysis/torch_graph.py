@@ -42,7 +42,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakIdKeyDictionary
 
 from cnnlab.analysis import _geometry as G
-from cnnlab.analysis.result import Analysis, AnalysisError, Layer, UnusedParams
+from cnnlab.analysis.result import Analysis, AnalysisError, Layer, UnusedParams, format_shape
 from cnnlab.errors import UserError
 
 aten = torch.ops.aten
@@ -125,6 +125,7 @@ class _Capture:
         self.done: set[int] = set()  # id(row) of finished rows
         self.untracked: set[str] = set()
         self.input_shapes: dict[int, str] = {}  # id(row) -> its input shapes, for error lines
+        self.failed = False  # an op of the model failed: hooks unwinding must not close rows
 
     # ---------------------------------------------------------------- driving the forward pass
 
@@ -165,7 +166,7 @@ class _Capture:
                                f"{_one_line(exc.original)}", exc.original)
                 except (RuntimeError, ValueError, AssertionError, IndexError, TypeError) as exc:
                     where = self._scope_name() or "the model's forward"
-                    self._fail(f"{self.result.source} on input {_fmt(self.shape)} failed in "
+                    self._fail(f"{self.result.source} on input {format_shape(self.shape)} failed in "
                                f"{where}: {type(exc).__name__}: {_one_line(exc)}", exc)
                 self._finish(out)
         finally:
@@ -242,6 +243,8 @@ class _Capture:
     def _post_hook(self, module: nn.Module, args: Any, output: Any) -> None:
         if self.stack and self.stack[-1] is module:
             self.stack.pop()
+        if self.failed:
+            return
         if self.leaf is not None and self.leaf[0] is module and self.leaf[2] == len(self.stack) + 1:
             row = self.leaf[1]
             self.leaf = None
@@ -284,7 +287,8 @@ class _Capture:
             row.output_shape = shape[1:] if shape and shape[0] == self.batch else shape
             row.set_geometry(self.geo.get(first))
             row.memory_bytes = sum(t.numel() * t.element_size() for t in outs)
-        self.done.add(id(row))
+        if output is not None:  # None: a module unwinding from an exception (always_call hooks)
+            self.done.add(id(row))
 
     def _link(self, row: Layer, t: torch.Tensor) -> None:
         p = self.producer.get(t)
@@ -305,7 +309,7 @@ class _Capture:
 
     def _shapes(self, tensors: Sequence[torch.Tensor]) -> str:
         acts = [t for t in tensors if id(t) not in self.params]
-        return " + ".join(_fmt(_strip(tuple(t.shape), self.batch)) for t in acts) or "()"
+        return " + ".join(format_shape(_strip(tuple(t.shape), self.batch)) for t in acts) or "()"
 
     # ---------------------------------------------------------------- one ATen op
 
@@ -384,6 +388,7 @@ class _Dispatch(TorchDispatchMode):
         except RuntimeError as exc:
             tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
             shapes = cap.input_shapes.get(id(row)) or cap._shapes(tensors)
+            cap.failed = True
             raise _OpFailed(row, shapes, exc) from exc
         try:
             cap.record(row, func, args, kwargs, out)
@@ -775,9 +780,6 @@ def _pair(v: Any) -> tuple[int, int]:
 def _strip(shape: tuple[int, ...], batch: int) -> tuple[int, ...]:
     return shape[1:] if shape and shape[0] == batch else shape
 
-
-def _fmt(shape: Sequence[int]) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + ")"
 
 
 def _one_line(exc: BaseException) -> str:

@@ -1,0 +1,135 @@
+"""One place for every hyperparameter of a training run (units in the comments)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cnnlab.errors import UserError
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("onecycle", "cosine", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+
+# Keys that may differ between a run and its --resume: where things are written or read, and how
+# progress is shown. Everything else changes the result and must match the saved run.
+RESUME_IGNORED = frozenset({"out", "resume", "quiet", "tensorboard", "data_dir", "cache_dir",
+                            "download", "log_every_s"})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; saved as ``config.json`` beside its results.
+
+    The defaults are a sensible generic recipe (SGD Nesterov, one-cycle, label smoothing 0.1);
+    ``cnnlab train --help`` and the README list tuned recipes per data set.
+    """
+
+    # what to train, on what
+    model: str = "simple_cnn"  # a name from cnnlab.models.list_models()
+    dataset: str = "fashion-mnist"  # cifar10 | fashion-mnist
+    width: float = 1.0  # width multiplier alpha (channels x alpha)
+    resolution: float = 1.0  # resolution multiplier rho: images resized to round(rho x native)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra options for models.create
+    data_dir: str | None = None  # None: the search order of cnnlab.data.datasets
+    cache_dir: str | None = None  # decoded-array cache; None: $CNNLAB_CACHE or ~/.cache/cnnlab
+    download: bool = False  # fetch the data with torchvision when missing (needs internet)
+    subset: int | None = None  # train on this many images (stratified), test on the same fraction
+    val_fraction: float = 0.1  # held out for validation: a fraction, or a count when >= 1; 0 = none
+    split_seed: int = 0  # seeds the subset and the validation split (not the training)
+
+    # optimisation
+    epochs: int = 10  # passes over the training split
+    batch_size: int = 256  # images per step (the last partial batch of each epoch is dropped)
+    lr: float = 0.1  # peak learning rate (per step, no batch-size scaling applied)
+    optimizer: str = "sgd"  # sgd (Nesterov momentum) | adamw
+    momentum: float = 0.9  # SGD momentum; AdamW beta1
+    weight_decay: float = 5e-4  # L2 (SGD) / decoupled (AdamW) coefficient; not on norm or bias
+    schedule: str = "onecycle"  # onecycle (linear up, linear down to 0) | cosine | constant
+    warmup: float = 0.2  # fraction of all steps spent ramping the lr linearly up from lr/10
+    label_smoothing: float = 0.1  # in [0, 1); the training loss only (val/test report plain CE)
+    augment: str = "default"  # "default" (the dataset's recipe), "none", or "flip,translate=4,..."
+    ema: float = 0.0  # decay per step of an exponential moving average of the weights; 0 = off
+    seed: int = 0  # seeds initialisation, shuffling, augmentation and dropout
+
+    # speed
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
+    amp: bool | None = None  # bf16 autocast; None = on for CUDA, off on the CPU
+    channels_last: bool | None = None  # NHWC memory format; None = on for CUDA
+    compile: bool = False  # torch.compile the model (first steps pay the compilation)
+    eval_batch_size: int = 1024  # images per forward pass when evaluating
+    tta: bool = False  # evaluate val/test on the image and its mirror image (mean of the logits)
+
+    # outputs
+    out: str | None = None  # run directory (checkpoints, metrics, plots); None writes nothing
+    resume: bool = False  # continue the run in `out` from its checkpoint
+    quiet: bool = False  # one line per epoch instead of progress bars
+    tensorboard: bool = False  # also write TensorBoard logs to out/tensorboard (needs tensorboard)
+    log_every_s: float = 0.5  # seconds between progress updates (each one syncs the GPU)
+
+    def validate(self) -> TrainConfig:
+        """Check every value; raise one :class:`UserError` naming the first bad one."""
+        from cnnlab.data import DATASETS
+
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise UserError(what)
+
+        need(self.dataset in DATASETS,
+             f"unknown dataset {self.dataset!r}; choose one of {list(DATASETS)}")
+        need(self.optimizer in OPTIMIZERS,
+             f"optimizer must be one of {list(OPTIMIZERS)}, not {self.optimizer!r}")
+        need(self.schedule in SCHEDULES,
+             f"schedule must be one of {list(SCHEDULES)}, not {self.schedule!r}")
+        need(self.device in DEVICES or self.device.startswith("cuda:"),
+             f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+        need(isinstance(self.epochs, int) and self.epochs >= 1,
+             f"epochs must be a positive integer, not {self.epochs!r}")
+        need(isinstance(self.batch_size, int) and self.batch_size >= 1,
+             f"batch size must be a positive integer, not {self.batch_size!r}")
+        need(self.eval_batch_size >= 1, f"eval batch size must be >= 1, not {self.eval_batch_size}")
+        need(self.lr > 0, f"learning rate must be > 0, not {self.lr}")
+        need(0 <= self.momentum < 1, f"momentum must be in [0, 1), not {self.momentum}")
+        need(self.weight_decay >= 0, f"weight decay must be >= 0, not {self.weight_decay}")
+        need(0 <= self.warmup < 1, f"warmup must be a fraction in [0, 1), not {self.warmup}")
+        need(0 <= self.label_smoothing < 1,
+             f"label smoothing must be in [0, 1), not {self.label_smoothing}")
+        need(0 <= self.ema < 1, f"ema decay must be in [0, 1), not {self.ema}")
+        need(self.width > 0, f"width multiplier must be > 0, not {self.width}")
+        need(self.resolution > 0, f"resolution multiplier must be > 0, not {self.resolution}")
+        need(self.subset is None or self.subset >= 1,
+             f"subset must be a positive number of images, not {self.subset}")
+        need(self.val_fraction >= 0, f"val fraction must be >= 0, not {self.val_fraction}")
+        need(not self.resume or self.out is not None, "resume needs an output directory (--out)")
+        need(self.log_every_s >= 0, f"log_every_s must be >= 0, not {self.log_every_s}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """The inverse of :meth:`to_dict`; unknown keys are an error (a newer or foreign file)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise UserError(f"unknown training config keys {unknown}; known: {sorted(names)}")
+        return cls(**data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        """Read a ``config.json`` written by a run (its ``"config"`` entry, or the whole file)."""
+        data = json.loads(Path(path).read_text())
+        return cls.from_dict(data.get("config", data))
+
+    def differences(self, other: TrainConfig | dict[str, Any],
+                    ignore: frozenset[str] = RESUME_IGNORED) -> dict[str, tuple[Any, Any]]:
+        """``{key: (self's value, other's value)}`` for every result-changing key that differs."""
+        theirs = other.to_dict() if isinstance(other, TrainConfig) else dict(other)
+        mine = self.to_dict()
+        keys = (set(mine) | set(theirs)) - ignore
+        return {k: (mine.get(k), theirs.get(k)) for k in sorted(keys) if mine.get(k) != theirs.get(k)}

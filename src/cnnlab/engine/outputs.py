@@ -1,0 +1,99 @@
+"""The files a run leaves in its output folder: tables, JSON and plots.
+
+``metrics.json``, ``history.csv``, ``per_class.json`` / ``per_class.csv``, ``config.json``,
+``curves_loss.png``, ``curves_accuracy.png``, ``confusion_matrix.png``. Plots are drawn with
+matplotlib's object API (no pyplot state, no display needed).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
+                   "epoch_time_s", "train_time_s", "images_per_s")
+
+
+def _json_default(value: Any):
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Pretty JSON, written to a temporary file and renamed into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_json_default, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def write_csv(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in columns})
+    os.replace(tmp, path)
+
+
+def plot_curves(history: Sequence[dict], out_dir: Path) -> list[Path]:
+    """``curves_loss.png`` and ``curves_accuracy.png``: train vs validation per epoch."""
+    from matplotlib.figure import Figure
+
+    epochs = [r["epoch"] for r in history]
+    paths = []
+    for metric, label in (("loss", "loss (train: with label smoothing; val: cross-entropy)"),
+                          ("accuracy", "accuracy")):
+        fig = Figure(figsize=(6, 4), layout="constrained")
+        ax = fig.add_subplot()
+        ax.plot(epochs, [r[f"train_{metric}"] for r in history], "o-", label="train")
+        val = [r.get(f"val_{metric}") for r in history]
+        if any(v is not None for v in val):
+            ax.plot(epochs, [math.nan if v is None else v for v in val], "s-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        path = out_dir / f"curves_{metric}.png"
+        fig.savefig(path, dpi=110)
+        paths.append(path)
+    return paths
+
+
+def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: Path,
+                   title: str = "test set") -> Path:
+    """A confusion matrix heat map, rows normalised to recall, with the counts written in."""
+    from matplotlib.figure import Figure
+
+    cm = np.asarray(confusion)
+    k = len(classes)
+    rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    size = max(5.0, 0.55 * k + 2)
+    fig = Figure(figsize=(size, size), layout="constrained")
+    ax = fig.add_subplot()
+    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
+    ax.set_xticks(range(k), classes, rotation=45, ha="right")
+    ax.set_yticks(range(k), classes)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"confusion matrix, {title} (accuracy {np.trace(cm) / max(cm.sum(), 1):.4f})")
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7,
+                        color="white" if rates[i, j] > 0.5 else "black")
+    fig.savefig(path, dpi=110)
+    return path

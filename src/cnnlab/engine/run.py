@@ -1,0 +1,114 @@
+"""Reading a finished (or interrupted) run folder back: the model, its config and data settings."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnlab.data import Splits
+from cnnlab.engine import checkpoint as ckpt_io
+from cnnlab.engine.config import TrainConfig
+from cnnlab.engine.metrics import predict
+from cnnlab.errors import DataNotFoundError, UserError
+
+WEIGHTS = ("final", "best", "checkpoint")
+
+
+@dataclass
+class LoadedRun:
+    """A run folder read back by :func:`load_run`.
+
+    Attributes:
+        model: the network in eval mode on the requested device.
+        config: the run's :class:`TrainConfig`.
+        data: the data settings the model expects: ``classes``, ``mean``/``std`` (per channel,
+            [0, 1] units), ``image_size`` ``(H, W)`` after the resolution multiplier,
+            ``in_chans``, ``name``.
+        metrics: the contents of ``metrics.json`` (None if the run did not finish).
+        weights: which weights were loaded ("final", "best" or "checkpoint").
+        path: the run folder.
+    """
+
+    model: nn.Module
+    config: TrainConfig
+    data: dict[str, Any]
+    metrics: dict[str, Any] | None
+    weights: str
+    path: Path
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.data["classes"])
+
+    def splits(self, device: str | torch.device = "cpu") -> Splits:
+        """The same train/val/test tensors the run used (subset, split and resolution applied)."""
+        from cnnlab.data import load_dataset, make_splits
+
+        c = self.config
+        ds = load_dataset(c.dataset, data_dir=c.data_dir, cache_dir=c.cache_dir)
+        return make_splits(ds, val_fraction=c.val_fraction, subset=c.subset,
+                           split_seed=c.split_seed, resolution=c.resolution, device=device)
+
+    def predict(self, images: torch.Tensor, **kw) -> torch.Tensor:
+        """Logits ``(N, K)`` for uint8 images ``(N, C, H, W)`` at ``data["image_size"]``."""
+        return predict(self.model, images, mean=self.data["mean"], std=self.data["std"], **kw)
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu", *, weights: str = "final",
+             model: nn.Module | None = None) -> LoadedRun:
+    """Load a trained model and its settings from a ``cnnlab train`` output folder.
+
+    Args:
+        run_dir: the ``--out`` folder.
+        device: where to put the model.
+        weights: "final" (default): the weights at the end of training, i.e. those that
+            ``metrics.json``'s ``test_accuracy`` was measured with (EMA weights when the run used
+            ``--ema``); "best": the epoch with the best validation accuracy (``best.pt``, only
+            when the run had a validation split); "checkpoint": the latest checkpoint of an
+            unfinished run (raw, non-EMA weights).
+        model: a module to load the weights into, for runs trained on a model given to
+            ``train(..., model=...)`` rather than built from the registry.
+
+    Returns:
+        A :class:`LoadedRun` with the model in eval mode.
+
+    Raises:
+        DataNotFoundError: the folder or the requested weights file does not exist.
+        UserError: an unknown ``weights`` choice.
+    """
+    path = Path(run_dir)
+    if weights not in WEIGHTS:
+        raise UserError(f"weights must be one of {list(WEIGHTS)}, not {weights!r}")
+    if not (path / "config.json").is_file():
+        raise DataNotFoundError(f"{path} is not a cnnlab run folder (no config.json)")
+    saved = json.loads((path / "config.json").read_text())
+    config = TrainConfig.from_dict(saved["config"])
+    data = saved["data"]
+    file = {"final": ckpt_io.FINAL, "best": ckpt_io.BEST, "checkpoint": ckpt_io.CHECKPOINT}[weights]
+    if not (path / file).is_file():
+        hint = {"final": "the run has not finished; use weights='checkpoint'",
+                "best": "the run had no validation split",
+                "checkpoint": "the run saved no checkpoint"}[weights]
+        raise DataNotFoundError(f"{path / file} does not exist ({hint})")
+    if weights == "checkpoint":
+        state = ckpt_io.load_checkpoint(path / file, device)["model"]
+    else:
+        state = torch.load(path / file, map_location=device, weights_only=True)
+    if model is None:
+        from cnnlab import models
+
+        kwargs = dict(config.model_kwargs)
+        if models.model_info(config.model).supports_width:
+            kwargs["width"] = config.width
+        model = models.create(config.model, num_classes=len(data["classes"]),
+                              in_chans=data["in_chans"], **kwargs)
+    model.load_state_dict(state)
+    metrics_file = path / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+    return LoadedRun(model=model.to(device).eval(), config=config, data=data, metrics=metrics,
+                     weights=weights, path=path)

@@ -1,0 +1,661 @@
+"""The training loop: GPU-resident data, batched augmentation, checkpoints that resume exactly.
+
+Design (why it is fast on a GPU and exact on the CPU):
+
+- The whole (subset of the) data set lives on the training device as uint8 ``(N, C, H, W)``;
+  each step gathers a batch by index and augments + normalises it with a few tensor ops on that
+  device (:class:`cnnlab.data.Augment`). No DataLoader, no host-to-device copies per step.
+- Running loss/accuracy sums and per-step losses stay on the device; the host reads them only
+  every ``log_every_s`` seconds and at the end of an epoch (each read waits for the GPU). On the
+  CPU reading is free, so the loss is checked for NaN/inf after every step.
+- Every random stream is re-seeded at the start of each epoch from ``(seed, epoch)``: the shuffle
+  order, the augmentation generator and torch's global generator (dropout). A checkpoint at the
+  end of an epoch therefore needs no RNG state; a checkpoint in the middle of an epoch (Ctrl-C)
+  stores the generators' states and the step index. Resuming from either reaches bit-identical
+  weights on the CPU (on CUDA, cuDNN's autotuned kernels make runs differ in the last bits).
+- Ctrl-C is deferred to the next step boundary, where the model, optimiser and BatchNorm
+  statistics are consistent, and saved there; a second Ctrl-C interrupts at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnlab.data import Augment, Dataset, Splits, load_dataset, make_splits
+from cnnlab.engine import checkpoint as ckpt_io
+from cnnlab.engine import outputs
+from cnnlab.engine.callbacks import Callback, EpochLogger, Event, ProgressBar, TensorBoardLogger
+from cnnlab.engine.config import TrainConfig
+from cnnlab.engine.metrics import EvalResult, evaluate
+from cnnlab.engine.optim import EMA, lr_factor, make_optimizer
+from cnnlab.errors import TrainingDiverged, UserError
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or a ``KeyboardInterrupt`` from a callback) stopped training.
+
+    Attributes:
+        message: what was saved and how to resume, one line.
+        checkpoint: the checkpoint a resume will start from (None without an output folder).
+    """
+
+    def __init__(self, message: str, checkpoint: Path | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.checkpoint = checkpoint
+
+
+@dataclass
+class RunResult:
+    """What a training run produced.
+
+    Attributes:
+        config: the resolved configuration.
+        model: the trained model in eval mode (the EMA weights when ``config.ema`` > 0): the
+            weights ``test_accuracy`` was measured with.
+        test_accuracy, test_loss: on the test split (plain cross-entropy).
+        best_val_accuracy, best_epoch: the best validation accuracy and its epoch (1-based);
+            None without a validation split.
+        history: one dict per epoch (columns of ``history.csv``).
+        images_per_s: training images per second of pure training time.
+        train_time_s: time in the training steps (augmentation, forward, backward, optimiser),
+            without evaluation, checkpoints or data loading.
+        wall_time_s: the whole run, including data loading, evaluation and checkpoints (summed
+            over resumed sessions).
+        confusion: ``(K, K)`` test confusion matrix, rows = true class.
+        per_class: per-class precision, recall, F1 and support on the test split.
+        classes: class names.
+        out: the run folder, or None.
+    """
+
+    config: TrainConfig
+    model: nn.Module
+    test_accuracy: float
+    test_loss: float
+    best_val_accuracy: float | None
+    best_epoch: int | None
+    history: list[dict]
+    images_per_s: float
+    train_time_s: float
+    wall_time_s: float
+    confusion: np.ndarray
+    per_class: list[dict]
+    classes: tuple[str, ...]
+    out: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, Any]:
+        """The contents of ``metrics.json`` (without the environment)."""
+        f1 = [c["f1"] for c in self.per_class]
+        return {
+            "test_accuracy": self.test_accuracy,
+            "test_loss": self.test_loss,
+            "best_val_accuracy": self.best_val_accuracy,
+            "best_epoch": self.best_epoch,
+            "final_val_accuracy": self.history[-1].get("val_accuracy") if self.history else None,
+            "test_macro_f1": float(np.mean(f1)) if f1 else None,
+            "epochs_completed": len(self.history),
+            "images_per_s": self.images_per_s,
+            "train_time_s": self.train_time_s,
+            "wall_time_s": self.wall_time_s,
+            **self.extra,
+            "history": self.history,
+        }
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else the CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available here; use "
+                        "--device cpu or auto")
+    return torch.device(name)
+
+
+class Trainer:
+    """Runs one training configuration; the object callbacks receive as ``run``.
+
+    Attributes (read them in callbacks):
+        config: the :class:`TrainConfig`.
+        device: the training device.
+        model: the network being trained (not compiled, not averaged).
+        eval_model: what evaluation uses: the EMA copy when enabled, else ``model``.
+        optimizer: the torch optimiser.
+        splits: the data tensors (:class:`cnnlab.data.Splits`), on ``device``.
+        augment: the augmentation recipe at this resolution.
+        epoch: the current epoch, 0-based (the number of completed epochs).
+        step_in_epoch: steps completed in the current epoch.
+        step: steps completed in the whole run.
+        steps_per_epoch, total_steps, batch_size: the loop's extent.
+        batch: ``(images (B, C, H, W) float32, labels (B,))`` of the current step.
+        logits, loss: of the current step (device tensors; ``loss.item()`` waits for the GPU).
+        lr: the learning rate of the current step.
+        history: one dict per completed epoch.
+        val: the last validation :class:`EvalResult` (None without validation).
+        should_stop: set True to end training after this epoch.
+        result: the :class:`RunResult`, once training has finished.
+        out: the run folder or None.
+    """
+
+    def __init__(self, config: TrainConfig, callbacks: Sequence[Callback] = (), *,
+                 model: nn.Module | None = None, dataset: Dataset | None = None,
+                 log: bool = True) -> None:
+        self.config = config.validate()
+        if config.seed < 0:
+            raise UserError(f"seed must be >= 0, not {config.seed}")
+        self._wall_start = time.perf_counter()
+        if model is None:
+            from cnnlab import models
+
+            models.model_info(config.model)  # an unknown name fails before anything is written
+        self.device = resolve_device(config.device)
+        cuda = self.device.type == "cuda"
+        self.amp = cuda if config.amp is None else config.amp
+        self.channels_last = cuda if config.channels_last is None else config.channels_last
+        self.out = Path(config.out) if config.out is not None else None
+        self._check_out_dir()
+
+        # data: decoded once (cached), then split, resized and moved to the device in one go
+        t0 = time.perf_counter()
+        if dataset is None:
+            dataset = load_dataset(config.dataset, data_dir=config.data_dir,
+                                   cache_dir=config.cache_dir, download=config.download)
+        elif dataset.name != config.dataset:
+            raise UserError(f"config.dataset is {config.dataset!r} but the dataset given is "
+                            f"{dataset.name!r}")
+        self.dataset = dataset
+        self.splits: Splits = make_splits(dataset, val_fraction=config.val_fraction,
+                                          subset=config.subset, split_seed=config.split_seed,
+                                          resolution=config.resolution, device=self.device)
+        self.data_time_s = time.perf_counter() - t0
+        n_train = len(self.splits.train_labels)
+        if n_train == 0:
+            raise UserError("no training images left after the subset and validation split")
+        self.batch_size = min(config.batch_size, n_train)
+        self.steps_per_epoch = n_train // self.batch_size
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.augment = Augment.parse(config.augment, config.dataset).scaled(config.resolution)
+
+        # model, optimiser, EMA
+        if model is None:
+            model = self._create_model()
+        self.model = model.to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(self.model, config, self.device)
+        self.ema = EMA(self.model, config.ema) if config.ema > 0 else None
+        self._forward = torch.compile(self.model) if config.compile else self.model
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+        # loop state (all of it is in the checkpoint)
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.step = 0
+        self.history: list[dict] = []
+        self.best_val_accuracy: float | None = None
+        self.best_epoch: int | None = None
+        self.should_stop = False
+        self.batch: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.logits: torch.Tensor | None = None
+        self.loss: torch.Tensor | None = None
+        self.lr = 0.0
+        self.val: EvalResult | None = None
+        self.result: RunResult | None = None
+        self._prior_wall_s = 0.0  # wall time of earlier sessions of a resumed run
+        self._aug_gen = torch.Generator(device=self.device)
+        self._new_epoch_accumulators()
+        self._interrupt_requested = False
+        self._at_boundary = True
+
+        self.callbacks: list[Callback] = list(callbacks)
+        if log:
+            self.callbacks.append(EpochLogger() if config.quiet else ProgressBar())
+        if config.tensorboard:
+            if self.out is None:
+                raise UserError("--tensorboard needs an output directory (--out)")
+            self.callbacks.append(TensorBoardLogger(str(self.out / "tensorboard")))
+        if config.resume:
+            self._resume()
+
+    # ------------------------------------------------------------------------------ set-up
+    def _check_out_dir(self) -> None:
+        if self.out is None:
+            return
+        if self.out.exists() and not self.out.is_dir():
+            raise UserError(f"--out {self.out} exists and is not a directory")
+        if (self.out / ckpt_io.CHECKPOINT).exists() and not self.config.resume:
+            raise UserError(f"{self.out} already holds a run ({ckpt_io.CHECKPOINT}); add --resume "
+                            "to continue it, or choose another --out")
+
+    def _create_model(self) -> nn.Module:
+        from cnnlab import models
+
+        info = models.model_info(self.config.model)
+        h, w = self.splits.image_size
+        if len(info.min_input) == 2 and (h < info.min_input[0] or w < info.min_input[1]):
+            raise UserError(f"{self.config.model} needs inputs of at least {info.min_input[0]}x"
+                            f"{info.min_input[1]} pixels, but resolution {self.config.resolution}"
+                            f" gives {h}x{w}")
+        torch.manual_seed(ckpt_io.derive_seed(self.config.seed, "init"))
+        kwargs = dict(self.config.model_kwargs)
+        if info.supports_width:
+            kwargs["width"] = self.config.width
+        elif self.config.width != 1.0:
+            raise UserError(f"{self.config.model} has no width multiplier; leave --width at 1")
+        return models.create(self.config.model, num_classes=len(self.splits.classes),
+                             in_chans=self.splits.in_chans, **kwargs)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def _new_epoch_accumulators(self) -> None:
+        dev = self.device
+        self._loss_sum = torch.zeros((), dtype=torch.float32, device=dev)
+        self._correct = torch.zeros((), dtype=torch.int64, device=dev)
+        self._seen = 0
+        self._step_losses = torch.full((self.steps_per_epoch,), math.nan, device=dev)
+        self._checked = 0  # steps of this epoch already checked for NaN/inf
+        self._epoch_train_s = 0.0
+        self._session_seen = 0
+        self._session_start = time.perf_counter()
+        self._last_check = time.perf_counter()
+
+    # --------------------------------------------------------------------------- the loop
+    def fit(self) -> RunResult:
+        """Train until ``config.epochs`` are done (or a callback stops it), then test and save.
+
+        Raises:
+            TrainingDiverged: the loss became NaN or infinite (the last checkpoint is kept).
+            TrainingInterrupted: Ctrl-C; a checkpoint was saved (see its message).
+        """
+        try:
+            with self._determinism(), self._deferred_sigint():
+                if self.out is not None:  # created only now: bad settings leave no folder
+                    self.out.mkdir(parents=True, exist_ok=True)
+                    self._write_config()
+                self._fire(Event.TRAIN_BEGIN)
+                try:
+                    while self.epoch < self.config.epochs and not self.should_stop:
+                        self._train_epoch()
+                        self._end_epoch()
+                except KeyboardInterrupt as exc:
+                    raise self._on_interrupt() from exc
+                self.result = self._finish()
+                self._fire(Event.TRAIN_END)
+        except BaseException as exc:
+            for cb in self.callbacks:
+                cb.on_exception(self, exc)
+            raise
+        return self.result
+
+    def _fire(self, event: Event) -> None:
+        for cb in self.callbacks:
+            getattr(cb, event.value)(self)
+
+    def _train_epoch(self) -> None:
+        cfg, sp, dev = self.config, self.splits, self.device
+        e, bs = self.epoch, self.batch_size
+        if self.step_in_epoch == 0:
+            # fresh streams for this epoch (a mid-epoch resume restored their states instead)
+            torch.manual_seed(ckpt_io.derive_seed(cfg.seed, e, "global"))
+            self._aug_gen.manual_seed(ckpt_io.derive_seed(cfg.seed, e, "augment"))
+            self._new_epoch_accumulators()
+            self._fire(Event.EPOCH_BEGIN)
+        shuffle = torch.Generator(device=dev).manual_seed(ckpt_io.derive_seed(cfg.seed, e, "shuffle"))
+        perm = torch.randperm(len(sp.train_labels), generator=shuffle, device=dev)
+        self.model.train()
+        self._session_start = time.perf_counter()
+        self._session_seen = 0
+        t0 = time.perf_counter()
+        for k in range(self.step_in_epoch, self.steps_per_epoch):
+            self._check_interrupt()
+            idx = perm[k * bs:(k + 1) * bs]
+            x = self.augment(sp.train_images[idx], sp.mean, sp.std, self._aug_gen)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = sp.train_labels[idx]
+            self.batch = (x, y)
+            self._fire(Event.BATCH_BEGIN)
+
+            self._at_boundary = False  # from here until the step is committed
+            self.lr = cfg.lr * lr_factor(self.step, self.total_steps, cfg.schedule, cfg.warmup)
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr
+            with self._autocast():
+                logits = self._forward(x)
+            loss = self.criterion(logits.float(), y)
+            self.logits, self.loss = logits, loss
+            loss.backward()
+            self._fire(Event.AFTER_BACKWARD)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.ema is not None:
+                self.ema.update(self.model)
+            with torch.no_grad():
+                self._loss_sum += loss.detach() * len(y)
+                self._correct += (logits.argmax(1) == y).sum()
+                self._step_losses[k] = loss.detach()
+            self._seen += len(y)
+            self._session_seen += len(y)
+            self.step_in_epoch, self.step = k + 1, self.step + 1
+            self._at_boundary = True
+
+            now = time.perf_counter()
+            if dev.type == "cpu" or now - self._last_check >= cfg.log_every_s:
+                self._last_check = now
+                self._check_finite()
+            self._fire(Event.BATCH_END)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        self._epoch_train_s += time.perf_counter() - t0
+        self._check_finite()
+
+    def _end_epoch(self) -> None:
+        self._check_interrupt()
+        t0 = time.perf_counter()
+        sp = self.splits
+        self.val = None
+        if len(sp.val_labels):
+            self.val = self._evaluate(sp.val_images, sp.val_labels)
+        self._fire(Event.VALIDATION_END)
+        stats = torch.stack([self._loss_sum.double(), self._correct.double()]).cpu()
+        row = {
+            "epoch": self.epoch + 1,
+            "train_loss": float(stats[0]) / self._seen,
+            "train_accuracy": float(stats[1]) / self._seen,
+            "val_loss": self.val.loss if self.val else None,
+            "val_accuracy": self.val.accuracy if self.val else None,
+            "lr": self.lr,
+            "epoch_time_s": self._epoch_train_s + time.perf_counter() - t0,  # train + validation
+            "train_time_s": self._epoch_train_s,
+            "images_per_s": self._seen / max(self._epoch_train_s, 1e-9),
+        }
+        self.history.append(row)
+        if self.val is not None and (self.best_val_accuracy is None
+                                     or self.val.accuracy > self.best_val_accuracy):
+            self.best_val_accuracy, self.best_epoch = self.val.accuracy, self.epoch + 1
+            if self.out is not None:
+                ckpt_io.atomic_save(self.eval_model.state_dict(), self.out / ckpt_io.BEST)
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self._fire(Event.EPOCH_END)
+        if self.out is not None:
+            ckpt_io.atomic_save(self._state(), self.out / ckpt_io.CHECKPOINT)
+            outputs.write_csv(self.out / "history.csv", self.history, outputs.HISTORY_COLUMNS)
+
+    def _evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> EvalResult:
+        return evaluate(self.eval_model, images, labels, mean=self.splits.mean, std=self.splits.std,
+                        num_classes=len(self.splits.classes),
+                        batch_size=self.config.eval_batch_size, amp=self.amp,
+                        channels_last=self.channels_last, tta=self.config.tta)
+
+    def running_stats(self) -> dict[str, float]:
+        """The current epoch's mean loss, accuracy and images/s so far (waits for the GPU)."""
+        stats = torch.stack([self._loss_sum.double(), self._correct.double()]).cpu()
+        seen = max(self._seen, 1)
+        elapsed = max(time.perf_counter() - self._session_start, 1e-9)
+        return {"loss": float(stats[0]) / seen, "accuracy": float(stats[1]) / seen,
+                "images_per_s": self._session_seen / elapsed}
+
+    def _check_finite(self) -> None:
+        """Raise TrainingDiverged at the first non-finite loss not yet checked (one sync)."""
+        upto = self.step_in_epoch
+        if upto <= self._checked:
+            return
+        window = self._step_losses[self._checked:upto]
+        bad = (~torch.isfinite(window)).nonzero()
+        if len(bad):
+            k = self._checked + int(bad[0, 0])
+            value = float(self._step_losses[k])
+            last = (f"the last checkpoint {self.out / ckpt_io.CHECKPOINT} (end of epoch "
+                    f"{self.epoch}) is unchanged" if self.out is not None and self.epoch > 0
+                    else "no checkpoint was written")
+            raise TrainingDiverged(
+                f"the training loss became {value} at epoch {self.epoch + 1} step "
+                f"{k + 1}/{self.steps_per_epoch} (global step "
+                f"{self.epoch * self.steps_per_epoch + k + 1}); training stopped and {last}; "
+                f"try a lower --lr (now {self.config.lr}) or a longer warm-up")
+        self._checked = upto
+
+    # ------------------------------------------------------------------ finishing, outputs
+    def _finish(self) -> RunResult:
+        sp = self.splits
+        test = self._evaluate(sp.test_images, sp.test_labels)
+        train_time = sum(r["train_time_s"] for r in self.history)
+        images = sum(r["images_per_s"] * r["train_time_s"] for r in self.history)
+        wall = self._prior_wall_s + time.perf_counter() - self._wall_start
+        result = RunResult(
+            config=self.config, model=self.eval_model.eval(), test_accuracy=test.accuracy,
+            test_loss=test.loss, best_val_accuracy=self.best_val_accuracy,
+            best_epoch=self.best_epoch, history=list(self.history),
+            images_per_s=images / max(train_time, 1e-9), train_time_s=train_time,
+            wall_time_s=wall, confusion=test.confusion.numpy(),
+            per_class=test.per_class(sp.classes), classes=tuple(sp.classes), out=self.out,
+            extra={"data_time_s": self.data_time_s, "num_train": len(sp.train_labels),
+                   "num_val": len(sp.val_labels), "num_test": len(sp.test_labels),
+                   "parameters": sum(p.numel() for p in self.model.parameters()),
+                   "device": str(self.device), "amp": self.amp,
+                   "channels_last": self.channels_last})
+        if self.out is not None:
+            self._write_outputs(result)
+        return result
+
+    def data_info(self) -> dict[str, Any]:
+        """What ``load_run`` needs to rebuild inputs: classes, normalisation, image size."""
+        sp = self.splits
+        return {"name": self.dataset.name, "classes": list(sp.classes), "mean": list(sp.mean),
+                "std": list(sp.std), "image_size": list(sp.image_size),
+                "native_size": list(self.dataset.native_size), "in_chans": sp.in_chans,
+                "num_train": len(sp.train_labels), "num_val": len(sp.val_labels),
+                "num_test": len(sp.test_labels), "source": self.dataset.source,
+                "augment": self.augment.describe()}
+
+    def _write_config(self) -> None:
+        from cnnlab.provenance import environment
+
+        outputs.write_json(self.out / "config.json", {
+            "config": self.config.to_dict(), "data": self.data_info(),
+            "resolved": {"device": str(self.device), "amp": self.amp,
+                         "channels_last": self.channels_last, "batch_size": self.batch_size,
+                         "steps_per_epoch": self.steps_per_epoch},
+            "environment": environment(self.device)})
+
+    def _write_outputs(self, result: RunResult) -> None:
+        from cnnlab.provenance import environment
+
+        out = self.out
+        ckpt_io.atomic_save(result.model.state_dict(), out / ckpt_io.FINAL)
+        outputs.write_json(out / "metrics.json", {**result.metrics(),
+                                                  "environment": environment(self.device)})
+        outputs.write_csv(out / "history.csv", result.history, outputs.HISTORY_COLUMNS)
+        outputs.write_json(out / "per_class.json", result.per_class)
+        outputs.write_csv(out / "per_class.csv", result.per_class,
+                          ("class", "precision", "recall", "f1", "support"))
+        outputs.plot_curves(result.history, out)
+        outputs.plot_confusion(result.confusion, result.classes, out / "confusion_matrix.png")
+
+    # ------------------------------------------------------------- checkpoint and resume
+    def _state(self, mid_epoch: bool = False) -> dict[str, Any]:
+        state = {
+            "format": ckpt_io.FORMAT,
+            "config": self.config.to_dict(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "step": self.step,
+            "stopped": self.should_stop,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "callbacks": {self._cb_key(i): cb.state_dict() for i, cb in enumerate(self.callbacks)},
+            "history": self.history,
+            "best_val_accuracy": self.best_val_accuracy,
+            "best_epoch": self.best_epoch,
+            "wall_time_s": self._prior_wall_s + time.perf_counter() - self._wall_start,
+        }
+        if mid_epoch:
+            state["mid_epoch"] = {
+                "loss_sum": self._loss_sum, "correct": self._correct, "seen": self._seen,
+                "step_losses": self._step_losses, "checked": self._checked,
+                "epoch_train_s": self._epoch_train_s + time.perf_counter() - self._session_start,
+                "lr": self.lr,
+                "aug_rng": self._aug_gen.get_state(),
+                "cpu_rng": torch.get_rng_state(),
+                "cuda_rng": (torch.cuda.get_rng_state(self.device) if self.device.type == "cuda"
+                             else None),
+            }
+        return state
+
+    def _cb_key(self, i: int) -> str:
+        cb = self.callbacks[i]
+        same = sum(type(c) is type(cb) for c in self.callbacks[:i])
+        return f"{type(cb).__qualname__}#{same}"
+
+    def _resume(self) -> None:
+        path = self.out / ckpt_io.CHECKPOINT
+        if not path.exists():
+            print(f"cnnlab: no checkpoint in {self.out}; starting from scratch", flush=True)
+            return
+        state = ckpt_io.load_checkpoint(path, self.device)
+        diff = self.config.differences(state["config"])
+        if diff:
+            listed = "; ".join(f"{k}: saved {old!r}, now {new!r}"
+                               for k, (new, old) in diff.items())
+            raise UserError(f"cannot resume {self.out}: the settings differ from the saved run "
+                            f"({listed}); use the saved settings or another --out")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        saved = state["callbacks"]
+        for i, cb in enumerate(self.callbacks):
+            if self._cb_key(i) in saved:
+                cb.load_state_dict(saved[self._cb_key(i)])
+        self.epoch, self.step_in_epoch, self.step = state["epoch"], state["step_in_epoch"], state["step"]
+        self.should_stop = state["stopped"]
+        self.history = list(state["history"])
+        self.best_val_accuracy, self.best_epoch = state["best_val_accuracy"], state["best_epoch"]
+        self._prior_wall_s = state["wall_time_s"]
+        mid = state.get("mid_epoch")
+        if mid is not None:
+            self._loss_sum, self._correct = mid["loss_sum"], mid["correct"]
+            self._seen, self._checked = mid["seen"], mid["checked"]
+            self._step_losses = mid["step_losses"]
+            self._epoch_train_s, self.lr = mid["epoch_train_s"], mid["lr"]
+            self._aug_gen.set_state(mid["aug_rng"].cpu())
+            torch.set_rng_state(mid["cpu_rng"].cpu())
+            if mid["cuda_rng"] is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(mid["cuda_rng"].cpu(), self.device)
+
+    def _on_interrupt(self) -> TrainingInterrupted:
+        """Save what can be resumed exactly and describe it."""
+        if self.out is None:
+            return TrainingInterrupted("interrupted; nothing saved (no output directory)", None)
+        path = self.out / ckpt_io.CHECKPOINT
+        resume = f"resume with the same command plus --resume (--out {self.out})"
+        if self._at_boundary:
+            self._check_finite()  # never save diverged weights
+            ckpt_io.atomic_save(self._state(mid_epoch=self.step_in_epoch > 0), path)
+            where = (f"epoch {self.epoch + 1} step {self.step_in_epoch}/{self.steps_per_epoch}"
+                     if self.step_in_epoch else f"the end of epoch {self.epoch}")
+            return TrainingInterrupted(f"interrupted; saved a checkpoint at {where} in {path}; "
+                                       f"{resume}", path)
+        # inside a step the weights or BatchNorm statistics may be half-updated: keep the last
+        # checkpoint (end of an epoch, or an earlier interruption)
+        if path.exists():
+            return TrainingInterrupted(f"interrupted inside a step; kept the last checkpoint "
+                                       f"{path}; {resume}", path)
+        return TrainingInterrupted("interrupted inside the first epoch; no checkpoint yet", None)
+
+    # ---------------------------------------------------------------- process-wide settings
+    def _check_interrupt(self) -> None:
+        if self._interrupt_requested:
+            self._interrupt_requested = False
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def _deferred_sigint(self) -> Iterator[None]:
+        """The first Ctrl-C sets a flag checked at step boundaries; a second one interrupts now."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be installed from the main thread
+            return
+
+        def handler(signum, frame):
+            if self._interrupt_requested:
+                raise KeyboardInterrupt
+            self._interrupt_requested = True
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    @contextlib.contextmanager
+    def _determinism(self) -> Iterator[None]:
+        """Deterministic kernels on the CPU (cheap there); autotuned cuDNN kernels on CUDA.
+
+        Deterministic mode would also fill every new tensor with NaN (a debugging aid that cost
+        15% of a CPU step here); that part is switched off.
+        """
+        import torch.utils.deterministic as tud
+
+        det = torch.are_deterministic_algorithms_enabled()
+        warn = torch.is_deterministic_algorithms_warn_only_enabled()
+        fill = tud.fill_uninitialized_memory
+        bench = torch.backends.cudnn.benchmark
+        if self.device.type == "cpu":
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            tud.fill_uninitialized_memory = False
+        else:
+            torch.backends.cudnn.benchmark = True
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(det, warn_only=warn)
+            tud.fill_uninitialized_memory = fill
+            torch.backends.cudnn.benchmark = bench
+
+    def _autocast(self):
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+
+def train(config: TrainConfig, callbacks: Sequence[Callback] = (), *,
+          model: nn.Module | None = None, dataset: Dataset | None = None,
+          log: bool = True) -> RunResult:
+    """Train a model as ``config`` says; the Python form of ``cnnlab train``.
+
+    Args:
+        config: the run's :class:`TrainConfig`.
+        callbacks: extra :class:`Callback` objects, fired in order before the built-in ones.
+        model: train this module instead of ``cnnlab.models.create(config.model, ...)``
+            (``config.model`` is then only a label, and ``load_run`` needs the module too).
+        dataset: use this already loaded :class:`cnnlab.data.Dataset` (its name must equal
+            ``config.dataset``); studies load once and train many runs.
+        log: False prints nothing (no progress bar, no epoch lines).
+
+    Returns:
+        The :class:`RunResult`; with ``config.out`` set, the run folder holds checkpoints,
+        metrics, tables and plots.
+
+    Raises:
+        TrainingDiverged: NaN/inf loss (the message names the epoch and step).
+        TrainingInterrupted: Ctrl-C (a ``KeyboardInterrupt``); a checkpoint was saved.
+        UserError: bad settings, or ``--resume`` with settings that differ from the saved run.
+    """
+    return Trainer(config, callbacks, model=model, dataset=dataset, log=log).fit()

@@ -1,0 +1,89 @@
+"""Weight-decay groups, lr schedules (against torch's schedulers) and the EMA (closed form)."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from cnnlab.engine import EMA, TrainConfig, lr_factor, param_groups
+from cnnlab.engine.optim import make_optimizer
+
+
+def test_no_weight_decay_on_norm_and_bias():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.zeros(2, 3, 5, 5))
+    decay, no_decay = param_groups(model, 5e-4)
+    assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0
+    ids = lambda ps: {id(p) for p in ps}  # noqa: E731
+    assert ids(decay["params"]) == ids([model[0].weight, model[3].weight])
+    assert ids(no_decay["params"]) == ids([model[0].bias, model[1].weight, model[1].bias,
+                                           model[3].bias])
+    # with zero gradients, one SGD step shrinks decayed weights only
+    opt = make_optimizer(model, TrainConfig(lr=0.1, weight_decay=0.5, momentum=0.0),
+                         torch.device("cpu"))
+    before = [p.detach().clone() for p in model.parameters()]
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for p, b in zip(model.parameters(), before):
+        expected = b * (1 - 0.1 * 0.5) if p.ndim > 1 else b
+        torch.testing.assert_close(p.detach(), expected)
+
+
+def _torch_lrs(scheduler_factory, total):
+    p = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    sched = scheduler_factory(opt)
+    lrs = []
+    for _ in range(total):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+def test_cosine_matches_torch_cosine_annealing():
+    total = 50
+    ref = _torch_lrs(lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=total), total)
+    ours = [lr_factor(s, total, "cosine", 0.0) for s in range(total)]
+    assert ours == pytest.approx(ref, abs=1e-12)
+
+
+def test_onecycle_and_warmup_match_torch_linear_schedulers():
+    total, warm = 100, 0.2
+    ref = _torch_lrs(lambda o: torch.optim.lr_scheduler.SequentialLR(o, [
+        torch.optim.lr_scheduler.LinearLR(o, start_factor=0.1, end_factor=1.0, total_iters=20),
+        torch.optim.lr_scheduler.LinearLR(o, start_factor=1.0, end_factor=0.0, total_iters=80),
+    ], milestones=[20]), total)
+    ours = [lr_factor(s, total, "onecycle", warm) for s in range(total)]
+    assert ours == pytest.approx(ref, abs=1e-12)
+    assert max(ours) == 1.0 and ours[-1] == pytest.approx(1 / 80)
+    assert [lr_factor(s, 10, "constant", 0.0) for s in range(10)] == [1.0] * 10
+    assert lr_factor(0, 10, "constant", 0.5) == 0.1
+
+
+def test_ema_matches_the_closed_form():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    ema = EMA(model, decay=0.9)
+    expected = {k: v.double().clone() for k, v in model.state_dict().items()}
+    for n in range(1, 30):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        model(torch.randn(4, 3))  # moves the BN running statistics
+        ema.update(model)
+        d = min(0.9, (1 + n) / (10 + n))
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                expected[k] = d * expected[k] + (1 - d) * v.double()
+            else:
+                expected[k] = v.double()
+    for k, v in ema.module.state_dict().items():
+        torch.testing.assert_close(v.double(), expected[k], atol=1e-5, rtol=1e-5)
+    clone = EMA(model, decay=0.5)
+    clone.load_state_dict(ema.state_dict())
+    assert clone.updates == 29 and clone.decay == 0.9
+    assert not any(p.requires_grad for p in ema.module.parameters())
+    assert math.isclose(ema.decay, 0.9)

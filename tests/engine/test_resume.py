@@ -1,0 +1,210 @@
+"""Checkpoints: resuming reaches bit-identical weights; Ctrl-C and NaN are handled cleanly.
+
+The reference for every resume test is an uninterrupted run of the same config in the same
+process: ``torch.equal`` on every tensor of the model, EMA and optimiser state (no tolerance).
+"""
+
+import dataclasses
+import hashlib
+import os
+import signal
+
+import pytest
+import torch
+
+from cnnlab.engine import Callback, Trainer, TrainingInterrupted
+from cnnlab.engine.checkpoint import load_checkpoint
+from cnnlab.errors import TrainingDiverged, UserError
+
+
+def run(config, toy, make_model, callbacks=(), **changes):
+    cfg = dataclasses.replace(config, **changes)
+    return Trainer(cfg, callbacks, model=make_model(), dataset=toy, log=False)
+
+
+def assert_same_state(a: Trainer, b: Trainer):
+    for (name, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert torch.equal(x, y), f"model tensor {name} differs"
+    for (name, x), (_, y) in zip(a.ema.module.state_dict().items(),
+                                 b.ema.module.state_dict().items()):
+        assert torch.equal(x, y), f"EMA tensor {name} differs"
+    sa, sb = a.optimizer.state_dict()["state"], b.optimizer.state_dict()["state"]
+    for k in sa:
+        for key in sa[k]:
+            assert torch.equal(sa[k][key], sb[k][key]), f"optimizer state {k}/{key} differs"
+
+
+def strip_times(history):
+    return [{k: v for k, v in r.items() if "time" not in k and "per_s" not in k} for r in history]
+
+
+class InterruptAt(Callback):
+    """Raises KeyboardInterrupt at a chosen event, epoch (1-based) and step (1-based)."""
+
+    def __init__(self, event, epoch, step=None):
+        self.event, self.epoch, self.step = event, epoch, step
+
+    def _maybe(self, run, event):
+        if (event == self.event and run.epoch + 1 == self.epoch
+                and (self.step is None or run.step_in_epoch + (event != "batch_end") == self.step)):
+            raise KeyboardInterrupt
+
+    def on_after_backward(self, run):
+        self._maybe(run, "after_backward")
+
+    def on_batch_end(self, run):
+        self._maybe(run, "batch_end")
+
+    def on_epoch_end(self, run):
+        if self.event == "epoch_end" and run.epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+class CountBatches(Callback):
+    """A stateful callback: its count must survive a resume."""
+
+    def __init__(self):
+        self.count = 0
+
+    def on_batch_end(self, run):
+        self.count += 1
+
+    def state_dict(self):
+        return {"count": self.count}
+
+    def load_state_dict(self, state):
+        self.count = state["count"]
+
+
+@pytest.fixture
+def straight(config, toy, make_model, tmp_path):
+    counter = CountBatches()
+    t = run(config, toy, make_model, [counter], out=str(tmp_path / "straight"))
+    t.fit()
+    return t, counter
+
+
+@pytest.mark.parametrize("event, epoch, step, where", [
+    ("epoch_end", 1, None, "the end of epoch 1"),     # interrupt at an epoch boundary
+    ("batch_end", 2, 3, "epoch 2 step 3/6"),          # mid-epoch: saved with the step index
+    ("after_backward", 2, 3, None),                   # inside a step: falls back to epoch 1
+])
+def test_interrupt_then_resume_is_bit_identical(config, toy, make_model, straight, event, epoch,
+                                                step, where):
+    ref, ref_counter = straight
+    counter = CountBatches()
+    first = run(config, toy, make_model, [counter, InterruptAt(event, epoch, step)])
+    with pytest.raises(TrainingInterrupted) as err:
+        first.fit()
+    message = err.value.message
+    assert "--resume" in message and "\n" not in message
+    if where is not None:
+        assert f"saved a checkpoint at {where}" in message
+    else:
+        assert "interrupted inside a step; kept the last checkpoint" in message
+    counter2 = CountBatches()
+    second = run(config, toy, make_model, [counter2], resume=True)
+    second.fit()
+    assert_same_state(ref, second)
+    assert strip_times(second.history) == strip_times(ref.history)
+    assert counter2.count == ref_counter.count == 12  # 2 epochs x 6 steps, each counted once
+    assert second.result.test_accuracy == ref.result.test_accuracy
+
+
+def test_real_ctrl_c_is_deferred_to_the_step_boundary(config, toy, make_model, straight):
+    ref, _ = straight
+
+    class SendSigint(Callback):
+        def on_after_backward(self, run):  # mid-step: the handler only sets a flag
+            if run.epoch == 1 and run.step_in_epoch == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    first = run(config, toy, make_model, [SendSigint()])
+    with pytest.raises(TrainingInterrupted, match=r"saved a checkpoint at epoch 2 step 2/6"):
+        first.fit()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    second = run(config, toy, make_model, resume=True)
+    second.fit()
+    assert_same_state(ref, second)
+
+
+def test_two_runs_with_one_seed_agree_and_seeds_matter(config, toy, make_model, tmp_path, straight):
+    ref, _ = straight
+    again = run(config, toy, make_model, out=None)
+    again.fit()
+    assert_same_state(ref, again)
+    other = run(config, toy, make_model, out=None, seed=1)
+    other.fit()
+    assert not torch.equal(other.model.features[0].weight, ref.model.features[0].weight)
+
+
+def test_nan_loss_stops_and_keeps_the_last_checkpoint(config, toy, make_model):
+    class PoisonBatch(Callback):
+        def on_batch_begin(self, run):
+            if run.epoch == 1 and run.step_in_epoch == 3:  # epoch 2, step 4
+                x, y = run.batch
+                x.mul_(float("nan"))
+
+    t = run(config, toy, make_model, [PoisonBatch()])
+    with pytest.raises(TrainingDiverged) as err:
+        t.fit()
+    message = str(err.value)
+    assert "became nan at epoch 2 step 4/6 (global step 10)" in message
+    assert "end of epoch 1) is unchanged" in message and "--lr" in message
+    path = t.out / "checkpoint.pt"
+    state = load_checkpoint(path)
+    assert state["epoch"] == 1 and state["step_in_epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    # resuming from it (without the poison) works and does not touch it until epoch 2 ends
+    t2 = run(config, toy, make_model, resume=True, epochs=2)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    t2.fit()
+    assert t2.epoch == 2
+
+
+def test_huge_lr_diverges_with_epoch_and_step(config, toy, make_model):
+    with pytest.raises(TrainingDiverged, match=r"at epoch 1 step \d+/6 .*no checkpoint was written"):
+        run(config, toy, make_model, lr=1e12, ema=0.0, label_smoothing=0.0,
+            augment="none").fit()
+
+
+def test_resume_with_other_settings_lists_the_differences(config, toy, make_model):
+    run(config, toy, make_model, epochs=1).fit()
+    with pytest.raises(UserError) as err:
+        run(config, toy, make_model, resume=True, epochs=3, lr=0.2, quiet=False).fit()
+    message = str(err.value)
+    assert "epochs: saved 1, now 3" in message and "lr: saved 0.05, now 0.2" in message
+    assert "quiet" not in message  # display settings may change
+
+
+def test_existing_run_needs_resume(config, toy, make_model):
+    run(config, toy, make_model, epochs=1).fit()
+    with pytest.raises(UserError, match="already holds a run.*--resume"):
+        run(config, toy, make_model, epochs=1)
+
+
+def test_resume_of_a_finished_run_only_reevaluates(config, toy, make_model, straight):
+    ref, _ = straight
+    again = run(config, toy, make_model, out=str(ref.out), resume=True)
+    again.fit()
+    assert strip_times(again.history) == strip_times(ref.history)
+    assert again.result.test_accuracy == ref.result.test_accuracy
+
+
+def test_should_stop_ends_training_and_stays_stopped(config, toy, make_model):
+    class StopAfterFirst(Callback):
+        def on_epoch_end(self, run):
+            run.should_stop = True
+
+    t = run(config, toy, make_model, [StopAfterFirst()], epochs=3)
+    result = t.fit()
+    assert len(result.history) == 1
+    t2 = run(config, toy, make_model, resume=True, epochs=3)
+    t2.fit()
+    assert len(t2.history) == 1
+
+
+def test_interrupt_without_out_dir(config, toy, make_model):
+    with pytest.raises(TrainingInterrupted, match="nothing saved"):
+        run(config, toy, make_model, [InterruptAt("batch_end", 1, 2)], out=None).fit()

@@ -106,3 +106,26 @@ def selected_score(logits: Tensor, targets: Tensor) -> Tensor:
     image n's activations is the gradient of image n's own target logit.
     """
     return logits.gather(1, targets[:, None]).sum()
+
+
+class Explainer:
+    """What every method shares: the model, the last call's ``logits``/``targets``, and a context
+    manager whose exit drops them (it never swallows an exception). No method leaves a hook
+    registered between calls, so there is nothing else to release."""
+
+    def __init__(self, model: nn.Module) -> None:
+        if not isinstance(model, nn.Module):
+            raise UserError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.logits: Tensor | None = None  # (N, num_classes) of the last call, detached
+        self.targets: Tensor | None = None  # (N,) classes explained by the last call
+
+    def close(self) -> None:
+        """Drop the tensors of the last call."""
+        self.logits = self.targets = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

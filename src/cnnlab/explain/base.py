@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from cnnlab.errors import UserError
 from cnnlab.explain import maps as _maps
 from cnnlab.explain._common import (
+    Explainer,
     Targets,
     check_images,
     check_logits,
@@ -37,7 +38,7 @@ from cnnlab.explain._common import (
 from cnnlab.explain.layers import default_target_layer, resolve_layer
 
 
-class BaseCAM:
+class BaseCAM(Explainer):
     """Template for CAM methods over one target layer with a spatial output ``(N, K, h, w)``.
 
     Args:
@@ -50,15 +51,11 @@ class BaseCAM:
     """
 
     def __init__(self, model: nn.Module, target_layer: nn.Module | str | None = None) -> None:
-        if not isinstance(model, nn.Module):
-            raise UserError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        self.model = model
+        super().__init__(model)
         self.layer_name: str | None = None
         self.layer: nn.Module | None = None
         if target_layer is not None:
             self.layer_name, self.layer = resolve_layer(model, target_layer)
-        self.logits: Tensor | None = None
-        self.targets: Tensor | None = None
 
     # -- what a method defines ------------------------------------------------------------------
     def _channel_weights(self, activations: Tensor, gradients: Tensor) -> Tensor:
@@ -144,17 +141,6 @@ class BaseCAM:
             return captured[0].detach(), gradients
         finally:
             handle.remove()
-
-    # -- lifetime ---------------------------------------------------------------------------
-    def close(self) -> None:
-        """Drop the tensors of the last call (no hook is ever left registered)."""
-        self.logits = self.targets = None
-
-    def __enter__(self) -> BaseCAM:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()  # never swallows the exception
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={type(self.model).__name__}, layer={self.layer_name!r})"

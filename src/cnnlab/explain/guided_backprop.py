@@ -7,11 +7,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-from cnnlab.errors import UserError
 from cnnlab.explain._common import (
+    Explainer,
     Targets,
     check_images,
     check_logits,
@@ -89,7 +89,7 @@ class _GuidedMode(TorchFunctionMode):
         return guided(args, kwargs, func) if guided is not None else func(*args, **kwargs)
 
 
-class GuidedBackprop:
+class GuidedBackprop(Explainer):
     """Guided Backpropagation: the input gradient with every ReLU's backward rectified.
 
     Through each ReLU the backward pass keeps a gradient only where the forward input was positive
@@ -111,13 +111,6 @@ class GuidedBackprop:
         model: a classifier returning logits ``(N, num_classes)``.
     """
 
-    def __init__(self, model: nn.Module) -> None:
-        if not isinstance(model, nn.Module):
-            raise UserError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        self.model = model
-        self.logits: Tensor | None = None
-        self.targets: Tensor | None = None
-
     def compute(self, x: Tensor, targets: Targets = None) -> Tensor:
         """Guided gradients of each image's target logit with respect to its pixels.
 
@@ -137,13 +130,3 @@ class GuidedBackprop:
             (grad,) = torch.autograd.grad(selected_score(logits, target), inputs)
         self.logits, self.targets = logits.detach(), target
         return grad
-
-    def close(self) -> None:
-        """Drop the tensors of the last call."""
-        self.logits = self.targets = None
-
-    def __enter__(self) -> GuidedBackprop:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()

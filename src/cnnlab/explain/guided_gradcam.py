@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from cnnlab.explain._common import Targets
+from cnnlab.explain._common import Explainer, Targets
 from cnnlab.explain.gradcam import GradCAM
 from cnnlab.explain.guided_backprop import GuidedBackprop
 
 
-class GuidedGradCAM:
+class GuidedGradCAM(Explainer):
     """Guided Grad-CAM: ``GuidedBackprop(x)`` ``(N, C, H, W)`` times ``upsample(GradCAM(x))``.
 
     The Grad-CAM factor is the raw map ``ReLU(sum_k alpha_k^c A^k)`` bilinearly upsampled to the
@@ -22,35 +22,23 @@ class GuidedGradCAM:
     """
 
     def __init__(self, model: nn.Module, target_layer: nn.Module | str | None = None) -> None:
+        super().__init__(model)
         self.gradcam = GradCAM(model, target_layer)
         self.guided = GuidedBackprop(model)
-        self.model = model
 
     @property
     def layer_name(self) -> str | None:
         return self.gradcam.layer_name
-
-    @property
-    def logits(self) -> Tensor | None:
-        return self.gradcam.logits
-
-    @property
-    def targets(self) -> Tensor | None:
-        return self.gradcam.targets
 
     def compute(self, x: Tensor, targets: Targets = None) -> Tensor:
         """Guided Grad-CAM ``(N, C, H, W)`` for each image's target (None: predicted class)."""
         cam = self.gradcam.compute(x, targets, upsample=True, normalize=False)  # (N, H, W)
         # The same classes for both factors, resolved once by the Grad-CAM pass.
         guided = self.guided.compute(x, self.gradcam.targets)  # (N, C, H, W)
+        self.logits, self.targets = self.gradcam.logits, self.gradcam.targets
         return guided * cam[:, None]
 
     def close(self) -> None:
+        super().close()
         self.gradcam.close()
         self.guided.close()
-
-    def __enter__(self) -> GuidedGradCAM:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()

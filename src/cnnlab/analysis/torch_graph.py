@@ -103,9 +103,8 @@ class _Capture:
     def __init__(self, model: nn.Module, batch: int, source: str, shape: tuple[int, ...]) -> None:
         self.model, self.batch, self.shape = model, batch, shape
         self.result = Analysis(source=source, input_shape=shape, batch=batch)
+        # the root is "": its functional rows have no scope prefix
         self.module_names = {id(m): n for n, m in model.named_modules()}
-        if self.module_names.get(id(model)) == "":
-            self.module_names[id(model)] = ""  # the root: its functional rows have no scope prefix
         # id(parameter or float buffer) -> (qualified name, trainable, numel)
         self.params: dict[int, tuple[str, bool, int]] = {}
         for n, p in model.named_parameters():
@@ -304,8 +303,10 @@ class _Capture:
                 row.trainable_params += numel
             else:
                 row.non_trainable_params += numel
-        elif owner != row.name and owner not in self.shared.setdefault(row.name, []):
-            self.shared[row.name].append(owner)
+        elif owner != row.name:
+            owners = self.shared.setdefault(row.name, [])
+            if owner not in owners:
+                owners.append(owner)
 
     def _shapes(self, tensors: Sequence[torch.Tensor]) -> str:
         acts = [t for t in tensors if id(t) not in self.params]
@@ -411,18 +412,20 @@ class _Functions(TorchFunctionMode):
         cap = self.cap
         if cap.leaf is not None or cap.func is not None:
             return func(*args, **kwargs)
-        scope = cap._scope_name()
-        fname = _function_name(func)
+        scope, fname = cap._scope_name(), _function_name(func)
         cap.func = (f"{scope}:{fname}" if scope else fname, fname)
         cap.func_row = None
-        tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
         try:
             out = func(*args, **kwargs)
         finally:
             row, cap.func, cap.func_row = cap.func_row, None, None
         if row is not None:
-            cap.input_shapes[id(row)] = cap._shapes(tensors)
-            cap._close_row(row, out)
+            try:
+                tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+                cap.input_shapes[id(row)] = cap._shapes(tensors)
+                cap._close_row(row, out)
+            except Exception as exc:
+                raise _CaptureBug(f"analyzer bookkeeping failed after {fname}: {exc!r}") from exc
         return out
 
 

@@ -14,13 +14,21 @@ import sys
 from cnnlab.errors import UserError
 
 FORMATS = ("table", "json", "csv", "markdown")
+_COUNTED = (
+    "Counted, each in its own column: conv/linear multiply-accumulates (MACs, the papers' "
+    "Mult-Adds; FLOPs = 2 x MACs), bias additions, normalisation, activations, pooling and "
+    "reductions, other elementwise arithmetic (one op per element). Data movement (view, "
+    "permute, cat, pad, slicing, copies) does no arithmetic and counts 0. Every other operation "
+    "is listed by name under 'not counted'."
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "analyze",
         help="per-layer shapes, parameters, MACs and receptive fields",
-        description=__doc__.split("\n\n")[0] + " Not-counted ops are listed at the bottom.",
+        description="Per-layer output shapes, parameters, operation counts and receptive fields.",
+        epilog=_COUNTED,
     )
     p.add_argument("target", metavar="TARGET",
                    help="spec file, cnnlab model name, torchvision:NAME or package.module:callable")

@@ -250,7 +250,7 @@ def merge(geos: Sequence[Geo | None], dims: Dims) -> tuple[Geo | None, list[str]
             if len(starts) > 1:
                 warnings.append(
                     f"paths are misaligned along {axis}: centres {_fmt_set(starts)} differ, "
-                    f"so the receptive field is the hull of the paths' fields ({_num(rf[a])})"
+                    f"so the receptive field is the hull of the paths' fields ({as_number(rf[a])})"
                 )
         else:
             best = max(aligned, key=lambda g: g.rf[a])
@@ -263,13 +263,13 @@ def merge(geos: Sequence[Geo | None], dims: Dims) -> tuple[Geo | None, list[str]
     return Geo((rf[0], rf[1]), (jump[0], jump[1]), (start[0], start[1]), dims), warnings
 
 
-def _num(x: float) -> int | float:
+def as_number(x: float) -> int | float:
     """An int when the value is integral (receptive fields, jumps), else the float (starts)."""
     return int(x) if float(x).is_integer() else x
 
 
 def _fmt_set(values: set[float]) -> str:
-    return ", ".join(str(_num(v)) for v in sorted(values))
+    return ", ".join(str(as_number(v)) for v in sorted(values))
 
 
 def broadcast_dims(inputs: Sequence[tuple[Geo | None, Sequence[int]]], out_shape: Sequence[int]) -> Dims:
@@ -399,8 +399,8 @@ def window_visits(in_size: int, out_size: int, kernel: int, stride: int, pad_lef
     return total
 
 
-def adaptive_windows(in_size: int, out_size: int) -> tuple[int, int, float, float]:
-    """Adaptive pooling along one axis: ``(visits, max_window, stride, first_window_centre)``.
+def adaptive_windows(in_size: int, out_size: int) -> tuple[int, int, float]:
+    """Adaptive pooling along one axis: ``(visits, largest window, stride in/out)``.
 
     Window ``i`` covers ``[floor(i*in/out), ceil((i+1)*in/out))`` as in PyTorch; windows are
     uniform (an ordinary pooling) exactly when ``out`` divides ``in``.
@@ -408,8 +408,7 @@ def adaptive_windows(in_size: int, out_size: int) -> tuple[int, int, float, floa
     bounds = [(i * in_size // out_size, -(-(i + 1) * in_size // out_size)) for i in range(out_size)]
     visits = sum(e - b for b, e in bounds)
     kmax = max(e - b for b, e in bounds)
-    stride = in_size / out_size
-    return visits, kmax, stride, (bounds[0][1] - 1) / 2
+    return visits, kmax, in_size / out_size
 
 
 def same_padding(in_size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int, int]:

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnnlab.analysis._geometry import Geo, _num
+from cnnlab.analysis._geometry import Geo, as_number
 from cnnlab.errors import UserError
 
 OP_KINDS = ("macs", "bias", "norm", "act", "pool", "elementwise")
@@ -89,9 +89,9 @@ class Layer:
 
     def set_geometry(self, geo: Geo | None) -> None:
         if geo is not None and geo.known:
-            self.receptive_field = (_num(geo.rf[0]), _num(geo.rf[1]))
-            self.jump = (_num(geo.jump[0]), _num(geo.jump[1]))
-            self.start = (_num(geo.start[0]), _num(geo.start[1]))
+            self.receptive_field = (as_number(geo.rf[0]), as_number(geo.rf[1]))
+            self.jump = (as_number(geo.jump[0]), as_number(geo.jump[1]))
+            self.start = (as_number(geo.start[0]), as_number(geo.start[1]))
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {

@@ -593,7 +593,7 @@ def _pool(op: _Op) -> list[Geo | None]:
 
 def _adaptive_pool(op: _Op) -> list[Geo | None]:
     x, out = op.a["self"], op.outs[0]
-    (vh, kh, sh, _), (vw, kw, sw, _) = (G.adaptive_windows(x.shape[-2], out.shape[-2]),
+    (vh, kh, sh), (vw, kw, sw) = (G.adaptive_windows(x.shape[-2], out.shape[-2]),
                                          G.adaptive_windows(x.shape[-1], out.shape[-1]))
     op.row.ops.pool += math.prod(x.shape[:-2]) * vh * vw
     g = op.geo(x)

@@ -316,84 +316,93 @@ def _check_dout(dout: Any, g: ConvGeometry) -> np.ndarray:
 # Vectorized version.
 # ------------------------------------------------------------------------------------------------
 #
-# How it works. Flatten each padded image's rows into one long row per channel:
-# X[n, c, r*Wp + s] = xp[n, c, r, s]. For stride 1, kernel tap (i, j) reads, for the output at
-# flat position p, the input at p + i*dh*Wp + j*dw. So the whole tap is ONE batched matrix
-# product  w[:, :, i, j] @ X[n, :, off:off + L]  on a strided slice of X (no im2col copy), and
-# the output is the sum of kh*kw such products. Positions whose window would run off the
-# right/bottom edge compute garbage that is cropped at the end: (Hp*Wp)/(Ho*Wo) - 1 extra work,
-# 13% for 32x32 with padding 1. The layout stays (N, C, ...) throughout, so no transposes.
+# How it works. Lay the padded input out channel-first and flatten all images into one long
+# row per channel: X[c, n*Hp*Wp + r*Wp + s] = xp[n, c, r, s]. For stride 1, kernel tap (i, j)
+# reads, for the output at flat position p, the input at p + i*dh*Wp + j*dw: the tap's inputs
+# for ALL outputs are one contiguous slice X[:, off:off + L]. Stacking the kh*kw slices gives the
+# im2col matrix with plain slice copies (no gather), and the whole convolution is ONE GEMM,
+# (K, C*kh*kw) @ (C*kh*kw, L). Positions whose window runs off the right/bottom edge compute
+# garbage that is cropped at the end: (Hp*Wp)/(Ho*Wo) - 1 extra work, 13% for 32x32, padding 1.
 #
 # A stride s would waste s*s of that work, so the padded input is first split into s*s
 # "phases" (polyphase decomposition): phase (a, b) holds xp[:, :, a::s, b::s]. Tap (i, j) reads
 # phase ((i*dh) % sh, (j*dw) % sw) shifted by ((i*dh) // sh, (j*dw) // sw) in phase
-# coordinates, which is again a plain slice. The backward pass reuses the same slices:
-# dW[:, :, i, j] = sum_n dOut_n @ X_slice_n^T and dX_slice += w[:, :, i, j]^T @ dOut, i.e. dX is a
-# sum of shifted slices per tap (no np.add.at). Groups are one more batch axis of the matmuls.
-# bench/NOTES-numpy-conv.md records what else was tried and what it measured.
+# coordinates, which is again a plain slice.
+#
+# Backward: dW = dOut @ cols^T (one GEMM); dX: dcols = W^T @ dOut (one GEMM), then each tap's
+# rows of dcols are added back onto their shifted slice (col2im as kh*kw slice additions, no
+# np.add.at). Groups are a leading batch axis of the matmuls.
+#
+# Depthwise (one input channel per group) is the exception: a GEMM whose inner dimension is 1
+# is slower than the direct sum over taps of (weight * shifted slice), so that is used there.
+# bench/NOTES-numpy-conv.md records what was tried and what it measured.
 
 
 @dataclass
 class _ConvCache:
-    xph: np.ndarray  # (sh, sw, N, G, Cg, Hq*Wq) input phases
-    w: np.ndarray  # (G, Kg, Cg, kh, kw) kernel as applied, grouped
+    x: np.ndarray  # (G, Cg*T, L) im2col columns, or (sh, sw, G, Cg, L) phases when depthwise
+    w: np.ndarray  # (G, Kg, Cg*T) kernel as applied (flipped for flip_kernel), T = kh*kw taps
     geometry: ConvGeometry
     phase_shape: tuple[int, int]  # (Hq, Wq)
     flip_kernel: bool
     has_bias: bool
 
 
-def _taps(g: ConvGeometry, wq: int) -> list[tuple[int, int, int, int, int]]:
-    """For each kernel tap: (i, j, phase row a, phase col b, flat offset in the phase)."""
+def _taps(g: ConvGeometry, wq: int) -> list[tuple[int, int, int]]:
+    """For each kernel tap, row-major: (phase row a, phase column b, flat offset in the phase)."""
     (sh, sw), (dh, dw) = g.stride, g.dilation
     taps = []
     for i in range(g.kh):
         for j in range(g.kw):
             u, a = divmod(i * dh, sh)
             v, b = divmod(j * dw, sw)
-            taps.append((i, j, a, b, u * wq + v))
+            taps.append((a, b, u * wq + v))
     return taps
 
 
+def _phase_slices(size: int, before: int, s: int, a: int) -> tuple[slice, slice]:
+    """Which input rows land in phase ``a`` (padded rows a, a+s, ...), and where in the phase."""
+    first = (a - before) % s  # first input row r >= 0 with (r + before) % s == a
+    count = len(range(first, size, s))
+    start = (first + before) // s
+    return slice(first, size, s), slice(start, start + count)
+
+
 def _to_phases(x: np.ndarray, g: ConvGeometry) -> tuple[np.ndarray, int, int]:
-    """(N, C, H, W) -> padded phases (sh, sw, N, G, Cg, Hq*Wq); and (Hq, Wq)."""
+    """(N, C, H, W) -> zero-padded phases (sh, sw, G, Cg, N*Hq*Wq), written in one pass."""
     (sh, sw) = g.stride
     top, bottom, left, right = g.pad
     hq = -(-(g.h + top + bottom) // sh)
     wq = -(-(g.w + left + right) // sw)
-    if (sh, sw) == (1, 1):
-        # no copy at all when there is no padding either (e.g. 1x1 convolutions)
-        xp = x if g.pad == (0, 0, 0, 0) else _pad(x, g)
-        return xp.reshape(1, 1, g.n, g.groups, g.cg, hq * wq), hq, wq
-    xp = _pad(x, g, hq * sh, wq * sw)  # (N, C, Hq*sh, Wq*sw)
-    xph = np.empty((sh, sw, g.n, g.c, hq, wq))
+    xph = np.zeros((sh, sw, g.c, g.n, hq, wq))
+    xt = x.transpose(1, 0, 2, 3)  # (C, N, H, W) view
     for a in range(sh):
+        rows, prow = _phase_slices(g.h, top, sh, a)
         for b in range(sw):
-            xph[a, b] = xp[:, :, a::sh, b::sw]
-    return xph.reshape(sh, sw, g.n, g.groups, g.cg, hq * wq), hq, wq
+            cols, pcol = _phase_slices(g.w, left, sw, b)
+            xph[a, b, :, :, prow, pcol] = xt[:, :, rows, cols]
+    return xph.reshape(sh, sw, g.groups, g.cg, g.n * hq * wq), hq, wq
 
 
 def _from_phases(dxph: np.ndarray, g: ConvGeometry, hq: int, wq: int) -> np.ndarray:
-    """Inverse of ``_to_phases`` followed by cropping the padding: -> (N, C, H, W)."""
+    """Inverse of ``_to_phases``, dropping the padding: -> (N, C, H, W)."""
     (sh, sw) = g.stride
     top, _, left, _ = g.pad
-    dxph = dxph.reshape(sh, sw, g.n, g.c, hq, wq)
-    if (sh, sw) == (1, 1):
-        dxp = dxph[0, 0]
-    else:
-        dxp = np.empty((g.n, g.c, hq * sh, wq * sw))
-        for a in range(sh):
-            for b in range(sw):
-                dxp[:, :, a::sh, b::sw] = dxph[a, b]
-    return np.ascontiguousarray(dxp[:, :, top : top + g.h, left : left + g.w])
+    dxph = dxph.reshape(sh, sw, g.c, g.n, hq, wq)
+    dx = np.empty((g.n, g.c, g.h, g.w))
+    dxt = dx.transpose(1, 0, 2, 3)  # (C, N, H, W) view
+    for a in range(sh):
+        rows, prow = _phase_slices(g.h, top, sh, a)
+        for b in range(sw):
+            cols, pcol = _phase_slices(g.w, left, sw, b)
+            dxt[:, :, rows, cols] = dxph[a, b, :, :, prow, pcol]
+    return dx
 
 
 def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` (batched), by broadcasting when the contracted dimension is 1 (depthwise
-    convolution), which is about 4x faster than NumPy's matmul for that degenerate case."""
-    if a.shape[-1] == 1:
-        return a * b
-    return np.matmul(a, b)
+    """``a @ b`` (batched), as a broadcast product when the inner dimension is 1, where it is
+    several times faster than NumPy's matmul."""
+    return a * b if a.shape[-1] == 1 else np.matmul(a, b)
 
 
 def conv2d_forward(
@@ -410,6 +419,8 @@ def conv2d_forward(
 
     Computes in float64. Output size per dimension:
     ``(size + pad_before + pad_after - (dilation * (k - 1) + 1)) // stride + 1``.
+    Memory: an im2col buffer of ``C * kh * kw * N * Hp * Wp / (sh * sw)`` floats is kept for
+    the backward pass (about 43 MB for N=16, C=32, 32x32, 3x3).
 
     Args:
         x: input ``(N, C, H, W)``.
@@ -433,20 +444,34 @@ def conv2d_forward(
     x, w, b, g = _prepare(x, w, b, stride, padding, dilation, groups, "conv2d")
     if flip_kernel:
         w = w[:, :, ::-1, ::-1]
-    wg = np.ascontiguousarray(w).reshape(g.groups, g.kg, g.cg, g.kh, g.kw)
+    ntaps = g.kh * g.kw
+    wmat = np.ascontiguousarray(w).reshape(g.groups, g.kg, g.cg * ntaps)  # (G, Kg, Cg*T)
     xph, hq, wq = _to_phases(x, g)
     taps = _taps(g, wq)
-    length = hq * wq - max(t[4] for t in taps)  # flat positions computed per image
-    out = np.zeros((g.n, g.groups, g.kg, hq * wq))
-    acc = out[..., :length]
-    for i, j, a, b_, off in taps:
-        # (G, Kg, Cg) @ (N, G, Cg, L) -> (N, G, Kg, L)
-        acc += _matmul(wg[:, :, :, i, j], xph[a, b_, ..., off : off + length])
-    out = out.reshape(g.n, g.k, hq, wq)[:, :, : g.out_h, : g.out_w]
-    out = np.ascontiguousarray(out)  # (N, K, Ho, Wo): drops the garbage positions
+    size = g.n * hq * wq
+    # every real output lies in the first `length` flat positions, and the largest tap offset
+    # added to them stays inside the phase array
+    length = size - max(off for _, _, off in taps)
+    if g.cg == 1:  # depthwise: sum over taps of weight * shifted slice
+        out = np.zeros((g.groups, g.kg, size))
+        acc = out[:, :, :length]
+        for t, (a, b_, off) in enumerate(taps):
+            acc += _matmul(wmat[:, :, t : t + 1], xph[a, b_, :, :, off : off + length])
+        saved = xph
+    else:  # im2col by slice copies (none for 1x1: phase (0, 0) is the matrix), then one GEMM
+        if ntaps == 1:
+            saved = xph[0, 0]
+        else:
+            cols = np.zeros((g.groups, g.cg, ntaps, size))
+            for t, (a, b_, off) in enumerate(taps):
+                cols[:, :, t, :length] = xph[a, b_, :, :, off : off + length]
+            saved = cols.reshape(g.groups, g.cg * ntaps, size)
+        out = np.matmul(wmat, saved)  # (G, Kg, L)
+    out = out.reshape(g.k, g.n, hq, wq)[:, :, : g.out_h, : g.out_w].transpose(1, 0, 2, 3)
+    out = np.ascontiguousarray(out)  # (N, K, Ho, Wo)
     if b is not None:
         out += b[None, :, None, None]
-    return out, _ConvCache(xph, wg, g, (hq, wq), flip_kernel, b is not None)
+    return out, _ConvCache(saved, wmat, g, (hq, wq), flip_kernel, b is not None)
 
 
 def conv2d_backward(
@@ -470,25 +495,28 @@ def conv2d_backward(
     dout = _check_dout(dout, g)
     hq, wq = cache.phase_shape
     taps = _taps(g, wq)
-    length = hq * wq - max(t[4] for t in taps)
-    # dout on the same flat grid as the forward output, zeros at the cropped garbage positions,
-    # so that those positions contribute nothing to dw and dx
-    if (hq, wq) == (g.out_h, g.out_w):
-        grid = dout
+    size = g.n * hq * wq
+    length = size - max(off for _, _, off in taps)
+    # dout on the forward output's flat grid, zeros at the cropped garbage positions, so that
+    # those positions contribute nothing to dw and dx
+    grid = np.zeros((g.k, g.n, hq, wq))
+    grid[:, :, : g.out_h, : g.out_w] = dout.transpose(1, 0, 2, 3)
+    dgrid = grid.reshape(g.groups, g.kg, size)  # (G, Kg, L)
+    sh, sw = g.stride
+    dxph = np.zeros((sh, sw, g.groups, g.cg, size))
+    if g.cg == 1:  # depthwise, as in the forward pass
+        dw = np.empty_like(cache.w)  # (G, Kg, T)
+        dg = dgrid[:, :, :length]
+        for t, (a, b_, off) in enumerate(taps):
+            xs = cache.x[a, b_, :, :, off : off + length]  # (G, 1, L)
+            dw[:, :, t] = np.matmul(dg, xs.transpose(0, 2, 1))[:, :, 0]
+            dxph[a, b_, :, :, off : off + length] += _matmul(cache.w[:, None, :, t], dg)
     else:
-        grid = np.zeros((g.n, g.k, hq, wq))
-        grid[:, :, : g.out_h, : g.out_w] = dout
-    dgrid = grid.reshape(g.n, g.groups, g.kg, hq * wq)[..., :length]  # (N, G, Kg, L)
-    dxph = np.zeros_like(cache.xph)
-    dw = np.empty_like(cache.w)  # (G, Kg, Cg, kh, kw)
-    for i, j, a, b_, off in taps:
-        xs = cache.xph[a, b_, ..., off : off + length]  # (N, G, Cg, L)
-        # sum over images of (Kg, L) @ (L, Cg)
-        dw[:, :, :, i, j] = np.matmul(dgrid, xs.swapaxes(-1, -2)).sum(axis=0)
-        # (G, Cg, Kg) @ (N, G, Kg, L) -> (N, G, Cg, L)
-        dxph[a, b_, ..., off : off + length] += _matmul(
-            cache.w[:, :, :, i, j].swapaxes(-1, -2), dgrid
-        )
+        dw = np.matmul(dgrid, cache.x.transpose(0, 2, 1))  # (G, Kg, Cg*T)
+        dcols = np.matmul(cache.w.transpose(0, 2, 1), dgrid)  # (G, Cg*T, L)
+        dcols = dcols.reshape(g.groups, g.cg, len(taps), size)
+        for t, (a, b_, off) in enumerate(taps):
+            dxph[a, b_, :, :, off : off + length] += dcols[:, :, t, :length]
     dx = _from_phases(dxph, g, hq, wq)
     dw = dw.reshape(g.k, g.cg, g.kh, g.kw)
     if cache.flip_kernel:

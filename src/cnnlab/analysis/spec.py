@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -155,7 +156,7 @@ def analyze_spec(spec: Mapping[str, Any], *, source: str = "spec", batch: int = 
             result.error = str(exc)
             raise AnalysisError(str(exc), partial=result) from None
         row.inputs = list(input_names)
-        row.memory_bytes = batch * _numel(out.shape) * _BYTES_PER_ELEMENT
+        row.memory_bytes = batch * math.prod(out.shape) * _BYTES_PER_ELEMENT
         if out.geo is not None and not out.geo.known and all(x.geo is None or x.geo.known for x in xs):
             row.notes.append("receptive field not followed through this layer (it joins positions "
                              "flattened into features); later layers show none")
@@ -283,7 +284,7 @@ def _conv_family(row: Layer, a: dict[str, Any], xs: list[_Tensor], n: int) -> _T
         bias_elems = ho * wo * f
     row.ops.bias = n * bias_elems if use_bias else 0
     shape = (f, ho, wo)
-    _activation(row, a.get("activation"), n * _numel(shape))
+    _activation(row, a.get("activation"), n * math.prod(shape))
     geo = G.sliding(x.geo, (n, *shape), k, s, pl, d) if x.geo else None
     return _Tensor(shape, geo)
 
@@ -314,13 +315,13 @@ def _batch_norm(row: Layer, a: dict[str, Any], xs: list[_Tensor], n: int) -> _Te
     # gamma (scale) and beta (center) are trained; the moving mean and variance are not (Keras)
     row.trainable_params = c * (int(_bool(a, "scale")) + int(_bool(a, "center")))
     row.non_trainable_params = 2 * c
-    row.ops.norm = n * _numel(x.shape)
+    row.ops.norm = n * math.prod(x.shape)
     return x
 
 
 def _activation_layer(row: Layer, a: dict[str, Any], xs: list[_Tensor], n: int) -> _Tensor:
     (x,) = xs
-    _activation(row, a["activation"] if row.type == "Activation" else "relu", n * _numel(x.shape))
+    _activation(row, a["activation"] if row.type == "Activation" else "relu", n * math.prod(x.shape))
     return x
 
 
@@ -333,7 +334,7 @@ def _dropout(row: Layer, a: dict[str, Any], xs: list[_Tensor], n: int) -> _Tenso
 
 def _flatten(row: Layer, a: dict[str, Any], xs: list[_Tensor], n: int) -> _Tensor:
     (x,) = xs
-    shape = (_numel(x.shape),)
+    shape = (math.prod(x.shape),)
     return _Tensor(shape, G.reshape(x.geo, (n, *shape)) if x.geo else None)
 
 
@@ -364,7 +365,7 @@ def _merge_layer(row: Layer, a: dict[str, Any], xs: list[_Tensor], n: int) -> _T
         if len(set(shapes)) != 1:
             raise _Problem(f"Add needs inputs of equal shape, got {' and '.join(map(format_shape, shapes))}")
         shape = shapes[0]
-        row.ops.elementwise = n * (len(xs) - 1) * _numel(shape)
+        row.ops.elementwise = n * (len(xs) - 1) * math.prod(shape)
         geo, warnings = G.merge([x.geo for x in xs], xs[0].geo.dims if xs[0].geo else ())
     else:
         if len({len(s) for s in shapes}) != 1 or len({s[1:] for s in shapes}) != 1:
@@ -464,12 +465,6 @@ def _keras_name(kind: str) -> str:
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
-
-def _numel(shape: tuple[int, ...]) -> int:
-    out = 1
-    for s in shape:
-        out *= s
-    return out
 
 
 

@@ -84,7 +84,8 @@ def _print_table(result) -> None:  # noqa: ANN001
 
     console = Console(markup=False, highlight=False, soft_wrap=False,
                       width=None if sys.stdout.isatty() else 240)
-    table = Table(title=f"{result.source}", title_justify="left")
+    console.print(result.source)
+    table = Table()
     for i, head in enumerate(TABLE_HEADER):
         table.add_column(head, justify="left" if i < 3 else "right", no_wrap=i == 0)
     for row in result.layers:

@@ -296,7 +296,8 @@ class ConvBackwardWalkthrough:
                 "dL/dX = xcorr(padded dL/dY, rot180(W))",
                 self.dX,
                 "the full convolution of dL/dY with W: each output cell sends dY[r,c] * W\n"
-                "back to the input window it came from: dX[i,j] = sum of dY[r,c] * W[i-r, j-c]\n"
+                "back to the input window it came from:\n"
+                "dX[i,j] = sum over r,c of dY[r,c] * W[i-r, j-c] (0 where i-r or j-c is off W)\n"
                 + worked_cell(
                     self.dy_padded[ci : ci + kh, cj : cj + kw], self.w_rot180, f"dX[{ci},{cj}]"
                 ),

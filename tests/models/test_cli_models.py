@@ -41,4 +41,5 @@ def test_table_and_pattern(capsys):
 def test_no_match_is_a_one_line_error(capsys):
     code, out, err = run(capsys, "nothing*")
     assert code == 2 and out == ""
-    assert err.strip() == "cnnlab: error: no registered model matches 'nothing*'; run `cnnlab models`"
+    assert err.strip() == (
+        "cnnlab: error: no registered model matches 'nothing*'; run `cnnlab models`")

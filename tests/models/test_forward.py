@@ -59,8 +59,8 @@ def test_bad_inputs_raise_user_error_with_the_limit(name):
     mh, mw = info.min_input
     with torch.device("meta"):  # shape checks need no data: meta tensors, no compute
         model = create(name, in_chans=3).eval()
-    with pytest.raises(UserError, match=rf"{name}(\(depth=20\))? needs inputs of at least {mh}x{mw} pixels.*"
-                                        rf"got {mh - 1}x{mw}"):
+    with pytest.raises(UserError, match=rf"{name}(\(depth=20\))? needs inputs of at least "
+                                        rf"{mh}x{mw} pixels.*got {mh - 1}x{mw}"):
         model(torch.empty(1, 3, mh - 1, mw, device="meta"))
     with pytest.raises(UserError, match=rf"got {mh}x{mw - 1}"):
         model(torch.empty(1, 3, mh, mw - 1, device="meta"))

@@ -31,7 +31,8 @@ def test_make_divisible_examples():
 def zero_last_norm(block: BasicBlock) -> BasicBlock:
     """Make the residual branch output exactly 0 (BN of conv2: weight 0, bias 0)."""
     bn = block.conv2[1]
-    nn.init.zeros_(bn.weight), nn.init.zeros_(bn.bias)
+    nn.init.zeros_(bn.weight)
+    nn.init.zeros_(bn.bias)
     return block.eval()
 
 
@@ -69,7 +70,8 @@ def test_inverted_residual_rule_and_linear_bottleneck():
     for cin, cout, stride, res in [(16, 16, 1, True), (16, 24, 1, False), (16, 16, 2, False)]:
         block = InvertedResidual(cin, cout, stride, 6, nn.BatchNorm2d, nn.ReLU6).eval()
         assert block.use_res_connect is res
-        nn.init.zeros_(block.conv[-1].weight), nn.init.zeros_(block.conv[-1].bias)
+        nn.init.zeros_(block.conv[-1].weight)
+        nn.init.zeros_(block.conv[-1].bias)
         with torch.no_grad():
             out = block(x[:, :cin])
         torch.testing.assert_close(out, x if res else torch.zeros_like(out))
@@ -102,7 +104,8 @@ def test_init_follows_torchvision_scheme():
 
 
 def test_resolve_helpers():
-    assert resolve_act("ReLU6") is nn.ReLU6 and resolve_act(None) is nn.Identity
+    assert resolve_act("ReLU6") is nn.ReLU6 and resolve_act("identity") is nn.Identity
+    assert resolve_act(None) is nn.ReLU and resolve_act(None, default="relu6") is nn.ReLU6
     assert resolve_norm(None) is nn.BatchNorm2d and resolve_norm("none") is None
     custom = lambda c: nn.GroupNorm(4, c)  # noqa: E731
     assert resolve_norm(custom) is custom

@@ -115,7 +115,10 @@ def conv_rows(model: nn.Module, res: int) -> list[tuple]:
     rows = []
 
     def hook(mod, args, out):
-        kind = "dw" if mod.groups == mod.in_channels > 1 else ("pw" if mod.kernel_size == (1, 1) else "conv")
+        if mod.groups == mod.in_channels > 1:
+            kind = "dw"
+        else:
+            kind = "pw" if mod.kernel_size == (1, 1) else "conv"
         rows.append((kind, mod.stride[0], mod.kernel_size[0], mod.in_channels, mod.out_channels,
                      args[0].shape[-1]))
 
@@ -145,7 +148,7 @@ def test_mobilenet_v1_width_scales_every_layer(alpha):
 
 def test_conv_mobilenet_is_table1_with_full_convolutions():
     rows, _ = conv_rows(meta_model("conv_mobilenet_v1", num_classes=1000), 224)
-    # Each depthwise separable pair (dw stride s, pw cin -> cout) becomes one 3x3 conv with stride s.
+    # Each depthwise separable pair (dw stride s, pw cin -> cout) becomes one 3x3 conv, stride s.
     expect = [V1_TABLE1[0]] + [
         ("conv", dw[1], 3, pw[3], pw[4], dw[5]) for dw, pw in zip(V1_TABLE1[1::2], V1_TABLE1[2::2])
     ]
@@ -171,7 +174,8 @@ def test_mobilenet_v2_table4_and_torchvision():
     assert matches_paper(got["total"] / M, 300, 1), got
     # Sandler et al. Table 4: 3.4M, i.e. the 3.47M conv + FC weights (TF's release: 3.47M); BN's
     # 34k scale/shift parameters (foldable into the convs) bring sum(numel) to 3.50M.
-    bn = sum(p.numel() for m in ours.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters())
+    bn = sum(p.numel() for m in ours.modules() if isinstance(m, nn.BatchNorm2d)
+             for p in m.parameters())
     assert matches_paper((n_params(ours) - bn) / M, 3.4, 0.1)
     assert abs(n_params(ours) / (3.4 * M) - 1) < 0.035
 
@@ -206,7 +210,7 @@ def test_cifar_resnet_params_table6_and_plain_equal(depth):
     assert matches_paper(n_params(res) / M, RESNET_TABLE6[depth], unit), n_params(res)
     # option A shortcuts are parameter-free: "exactly the same ... number of parameters"
     assert n_params(res) == n_params(plain)
-    assert [tuple(p.shape) for p in res.parameters()] == [tuple(p.shape) for p in plain.parameters()]
+    assert [p.shape for p in res.parameters()] == [p.shape for p in plain.parameters()]
 
 
 @pytest.mark.parametrize("depth", [20, 56])

@@ -23,7 +23,7 @@ from cnnlab.models._layers import init_weights
 
 
 def check_image_input(x: Tensor, name: str, in_chans: int, min_input: tuple[int, int]) -> None:
-    """Raise a :class:`UserError` unless ``x`` is ``(N, in_chans, H, W)`` with ``H, W >= min_input``.
+    """Raise a :class:`UserError` unless ``x`` is ``(N, in_chans, H, W)``, ``H, W >= min_input``.
 
     Shapes only, no data: safe on meta tensors and under tracing.
     """
@@ -45,6 +45,13 @@ def check_image_input(x: Tensor, name: str, in_chans: int, min_input: tuple[int,
 
 
 torch.fx.wrap("check_image_input")  # a leaf call in fx graphs (must be at module top level)
+
+
+def variant_stride(variant: str, imagenet: int, cifar: int) -> int:
+    """The stride of a layer in the ``"imagenet"`` or the ``"cifar"`` variant of a network."""
+    if variant not in ("imagenet", "cifar"):
+        raise UserError(f"variant must be 'imagenet' or 'cifar', got {variant!r}")
+    return cifar if variant == "cifar" else imagenet
 
 
 class ConvClassifier(nn.Module):

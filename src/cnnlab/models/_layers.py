@@ -29,6 +29,8 @@ from cnnlab.errors import UserError
 
 LayerFactory = Callable[[int], nn.Module]
 ActFactory = Callable[[], nn.Module]
+NormSpec = str | LayerFactory | None  # what a user may pass as norm_layer=
+ActSpec = str | ActFactory | None  # what a user may pass as act_layer=
 
 # name -> activation class. Built without arguments: no inplace (see the module docstring).
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -75,30 +77,36 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> 
     return new_v
 
 
-def resolve_act(act_layer: str | ActFactory | None) -> ActFactory:
+def _resolve(kind: str, value: object, table: dict, default: str, callable_hint: str):
+    """Look ``value`` up in ``table`` by lower-case name; ``None`` means ``default``."""
+    if value is None:
+        value = default
+    if callable(value):
+        return value
+    key = str(value).lower()
+    if key not in table:
+        raise UserError(
+            f"unknown {kind} {value!r}; expected one of {', '.join(sorted(table))} or a callable"
+            f" {callable_hint}"
+        )
+    return table[key]
+
+
+def resolve_act(act_layer: ActSpec, default: str = "relu") -> ActFactory:
     """Turn an activation name (``"relu"``, ``"relu6"``, ``"sigmoid"``, ...) into a factory.
 
     Args:
-        act_layer: one of the names in ``_ACTIVATIONS``, ``None`` for no activation, or a
-            callable taking no argument and returning an ``nn.Module``.
+        act_layer: a name from ``_ACTIVATIONS`` (``"identity"`` for none), a callable taking no
+            argument and returning an ``nn.Module``, or ``None`` for ``default``.
+        default: the model's own activation.
 
     Raises:
         UserError: for an unknown name.
     """
-    if act_layer is None:
-        return nn.Identity
-    if callable(act_layer):
-        return act_layer
-    key = str(act_layer).lower()
-    if key not in _ACTIVATIONS:
-        raise UserError(
-            f"unknown act_layer {act_layer!r}; expected one of {', '.join(sorted(_ACTIVATIONS))}"
-            " or a callable returning an nn.Module"
-        )
-    return _ACTIVATIONS[key]
+    return _resolve("act_layer", act_layer, _ACTIVATIONS, default, "() -> nn.Module")
 
 
-def resolve_norm(norm_layer: str | LayerFactory | None) -> LayerFactory | None:
+def resolve_norm(norm_layer: NormSpec, default: str = "bn") -> LayerFactory | None:
     """Turn a norm name into a factory ``(num_channels) -> nn.Module``, or ``None`` for no norm.
 
     ``None`` means the default, BatchNorm (as in torchvision); ``"none"`` means no normalisation,
@@ -107,17 +115,7 @@ def resolve_norm(norm_layer: str | LayerFactory | None) -> LayerFactory | None:
     Raises:
         UserError: for an unknown name.
     """
-    if norm_layer is None:
-        return nn.BatchNorm2d
-    if callable(norm_layer):
-        return norm_layer
-    key = str(norm_layer).lower()
-    if key not in _NORMS:
-        raise UserError(
-            f"unknown norm_layer {norm_layer!r}; expected one of {', '.join(sorted(_NORMS))}"
-            " or a callable (num_channels) -> nn.Module"
-        )
-    return _NORMS[key]
+    return _resolve("norm_layer", norm_layer, _NORMS, default, "(num_channels) -> nn.Module")
 
 
 class ConvNormAct(nn.Sequential):
@@ -251,7 +249,9 @@ class BasicBlock(nn.Module):
         elif shortcut == "B":
             self.shortcut = ConvNormAct(in_ch, out_ch, 1, stride, norm=norm, act=nn.Identity)
         else:
-            raise UserError(f"shortcut must be 'A' (zero-padding) or 'B' (projection), got {shortcut!r}")
+            raise UserError(
+                f"shortcut must be 'A' (zero-padding) or 'B' (projection), got {shortcut!r}"
+            )
         self.act = act()
         self.out_channels = out_ch
 

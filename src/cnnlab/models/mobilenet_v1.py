@@ -38,13 +38,12 @@ import math
 
 from torch import nn
 
-from cnnlab.errors import UserError
-from cnnlab.models._base import ConvClassifier
+from cnnlab.models._base import ConvClassifier, variant_stride
 from cnnlab.models._layers import (
-    ActFactory,
+    ActSpec,
     ConvNormAct,
     DepthwiseSeparable,
-    LayerFactory,
+    NormSpec,
     make_divisible,
     resolve_act,
     resolve_norm,
@@ -71,7 +70,6 @@ _TABLE: list[tuple[int, int, int]] = [
     (2, 1024, 2),
     (1, 1024, 1),  # printed "s2" in Table 1: a typo, the map stays 7x7 (module docstring)
 ]
-_STEM_STRIDE = {"imagenet": 2, "cifar": 1}
 
 
 class MobileNetV1(ConvClassifier):
@@ -97,17 +95,17 @@ class MobileNetV1(ConvClassifier):
 
     def __init__(self, *, num_classes: int = 1000, in_chans: int = 3, width: float = 1.0,
                  variant: str = "imagenet", separable: bool = True,
-                 norm_layer: str | LayerFactory | None = None,
-                 act_layer: str | ActFactory = "relu", dropout: float = 0.0,
+                 norm_layer: NormSpec = None,
+                 act_layer: ActSpec = "relu", dropout: float = 0.0,
                  name: str = "mobilenet_v1") -> None:
-        if variant not in _STEM_STRIDE:
-            raise UserError(f"variant must be 'imagenet' or 'cifar', got {variant!r}")
-        norm, act = resolve_norm(norm_layer), resolve_act(act_layer)
+        norm, act = resolve_norm(norm_layer), resolve_act(act_layer, default="relu")
         channels = make_divisible(_STEM_CHANNELS * width)
-        strides = [_STEM_STRIDE[variant]]
-        layers: list[nn.Module] = [ConvNormAct(in_chans, channels, 3, strides[0], norm=norm, act=act)]
+        strides = [variant_stride(variant, imagenet=2, cifar=1)]  # stem: no CIFAR downsampling
+        layers: list[nn.Module] = [
+            ConvNormAct(in_chans, channels, 3, strides[0], norm=norm, act=act)
+        ]
         for s_imagenet, out, s_cifar in _TABLE:
-            stride = s_cifar if variant == "cifar" else s_imagenet
+            stride = variant_stride(variant, s_imagenet, s_cifar)
             out = make_divisible(out * width)
             if separable:
                 layers.append(DepthwiseSeparable(channels, out, stride, norm, act))
@@ -134,7 +132,7 @@ _CONV = "Conv MobileNet (full 3x3 convs), Howard et al. 2017, Table 4"
 @register_model(family="mobilenet_v1", default_input=(3, 224, 224), min_input=(32, 32),
                 reference_classes=1000, description=f"{_V1}; 224 -> 7x7")
 def mobilenet_v1(*, num_classes: int, in_chans: int, width: float = 1.0,
-                 norm_layer: str | LayerFactory | None = None, act_layer: str | ActFactory = "relu",
+                 norm_layer: NormSpec = None, act_layer: ActSpec = "relu",
                  dropout: float = 0.0) -> MobileNetV1:
     return _v1("mobilenet_v1", "imagenet", True, num_classes, in_chans, width,
                norm_layer=norm_layer, act_layer=act_layer, dropout=dropout)
@@ -143,8 +141,8 @@ def mobilenet_v1(*, num_classes: int, in_chans: int, width: float = 1.0,
 @register_model(family="mobilenet_v1", default_input=(3, 32, 32), min_input=(8, 8),
                 description=f"{_V1}; CIFAR strides, 32 -> 4x4")
 def mobilenet_v1_cifar(*, num_classes: int, in_chans: int, width: float = 1.0,
-                       norm_layer: str | LayerFactory | None = None,
-                       act_layer: str | ActFactory = "relu", dropout: float = 0.0) -> MobileNetV1:
+                       norm_layer: NormSpec = None,
+                       act_layer: ActSpec = "relu", dropout: float = 0.0) -> MobileNetV1:
     return _v1("mobilenet_v1_cifar", "cifar", True, num_classes, in_chans, width,
                norm_layer=norm_layer, act_layer=act_layer, dropout=dropout)
 
@@ -152,8 +150,8 @@ def mobilenet_v1_cifar(*, num_classes: int, in_chans: int, width: float = 1.0,
 @register_model(family="conv_mobilenet_v1", default_input=(3, 224, 224), min_input=(32, 32),
                 reference_classes=1000, description=f"{_CONV}; 224 -> 7x7")
 def conv_mobilenet_v1(*, num_classes: int, in_chans: int, width: float = 1.0,
-                      norm_layer: str | LayerFactory | None = None,
-                      act_layer: str | ActFactory = "relu", dropout: float = 0.0) -> MobileNetV1:
+                      norm_layer: NormSpec = None,
+                      act_layer: ActSpec = "relu", dropout: float = 0.0) -> MobileNetV1:
     return _v1("conv_mobilenet_v1", "imagenet", False, num_classes, in_chans, width,
                norm_layer=norm_layer, act_layer=act_layer, dropout=dropout)
 
@@ -161,8 +159,8 @@ def conv_mobilenet_v1(*, num_classes: int, in_chans: int, width: float = 1.0,
 @register_model(family="conv_mobilenet_v1", default_input=(3, 32, 32), min_input=(8, 8),
                 description=f"{_CONV}; CIFAR strides, 32 -> 4x4")
 def conv_mobilenet_v1_cifar(*, num_classes: int, in_chans: int, width: float = 1.0,
-                            norm_layer: str | LayerFactory | None = None,
-                            act_layer: str | ActFactory = "relu",
+                            norm_layer: NormSpec = None,
+                            act_layer: ActSpec = "relu",
                             dropout: float = 0.0) -> MobileNetV1:
     return _v1("conv_mobilenet_v1_cifar", "cifar", False, num_classes, in_chans, width,
                norm_layer=norm_layer, act_layer=act_layer, dropout=dropout)

@@ -33,13 +33,12 @@ import math
 
 from torch import nn
 
-from cnnlab.errors import UserError
-from cnnlab.models._base import ConvClassifier
+from cnnlab.models._base import ConvClassifier, variant_stride
 from cnnlab.models._layers import (
-    ActFactory,
+    ActSpec,
     ConvNormAct,
     InvertedResidual,
-    LayerFactory,
+    NormSpec,
     make_divisible,
     resolve_act,
     resolve_norm,
@@ -60,7 +59,6 @@ _TABLE: list[tuple[int, int, int, int, int]] = [
     (6, 160, 3, 2, 2),
     (6, 320, 1, 1, 1),
 ]
-_STEM_STRIDE = {"imagenet": 2, "cifar": 1}
 
 
 class MobileNetV2(ConvClassifier):
@@ -81,17 +79,17 @@ class MobileNetV2(ConvClassifier):
     """
 
     def __init__(self, *, num_classes: int = 1000, in_chans: int = 3, width: float = 1.0,
-                 variant: str = "imagenet", norm_layer: str | LayerFactory | None = None,
-                 act_layer: str | ActFactory = "relu6", dropout: float = 0.2,
+                 variant: str = "imagenet", norm_layer: NormSpec = None,
+                 act_layer: ActSpec = "relu6", dropout: float = 0.2,
                  name: str = "mobilenet_v2") -> None:
-        if variant not in _STEM_STRIDE:
-            raise UserError(f"variant must be 'imagenet' or 'cifar', got {variant!r}")
-        norm, act = resolve_norm(norm_layer), resolve_act(act_layer)
+        norm, act = resolve_norm(norm_layer), resolve_act(act_layer, default="relu6")
         channels = make_divisible(_STEM_CHANNELS * width)
-        strides = [_STEM_STRIDE[variant]]
-        layers: list[nn.Module] = [ConvNormAct(in_chans, channels, 3, strides[0], norm=norm, act=act)]
+        strides = [variant_stride(variant, imagenet=2, cifar=1)]  # stem: no CIFAR downsampling
+        layers: list[nn.Module] = [
+            ConvNormAct(in_chans, channels, 3, strides[0], norm=norm, act=act)
+        ]
         for t, c, n, s_imagenet, s_cifar in _TABLE:
-            s = s_cifar if variant == "cifar" else s_imagenet
+            s = variant_stride(variant, s_imagenet, s_cifar)
             out = make_divisible(c * width)
             for i in range(n):
                 stride = s if i == 0 else 1
@@ -113,8 +111,8 @@ _V2 = "MobileNetV2, Sandler et al. 2018, Table 2"
                 reference_classes=1000,
                 description=f"{_V2}; 224 -> 7x7; = torchvision's")
 def mobilenet_v2(*, num_classes: int, in_chans: int, width: float = 1.0,
-                 norm_layer: str | LayerFactory | None = None,
-                 act_layer: str | ActFactory = "relu6", dropout: float = 0.2) -> MobileNetV2:
+                 norm_layer: NormSpec = None,
+                 act_layer: ActSpec = "relu6", dropout: float = 0.2) -> MobileNetV2:
     return MobileNetV2(num_classes=num_classes, in_chans=in_chans, width=width,
                        variant="imagenet", norm_layer=norm_layer, act_layer=act_layer,
                        dropout=dropout, name="mobilenet_v2")
@@ -123,8 +121,8 @@ def mobilenet_v2(*, num_classes: int, in_chans: int, width: float = 1.0,
 @register_model(family="mobilenet_v2", default_input=(3, 32, 32), min_input=(8, 8),
                 description=f"{_V2}; CIFAR strides, 32 -> 4x4")
 def mobilenet_v2_cifar(*, num_classes: int, in_chans: int, width: float = 1.0,
-                       norm_layer: str | LayerFactory | None = None,
-                       act_layer: str | ActFactory = "relu6", dropout: float = 0.2) -> MobileNetV2:
+                       norm_layer: NormSpec = None,
+                       act_layer: ActSpec = "relu6", dropout: float = 0.2) -> MobileNetV2:
     return MobileNetV2(num_classes=num_classes, in_chans=in_chans, width=width, variant="cifar",
                        norm_layer=norm_layer, act_layer=act_layer, dropout=dropout,
                        name="mobilenet_v2_cifar")

@@ -39,10 +39,10 @@ from torch import nn
 from cnnlab.errors import UserError
 from cnnlab.models._base import ConvClassifier
 from cnnlab.models._layers import (
-    ActFactory,
+    ActSpec,
     BasicBlock,
     ConvNormAct,
-    LayerFactory,
+    NormSpec,
     make_divisible,
     resolve_act,
     resolve_norm,
@@ -92,11 +92,13 @@ class ResNetCifar(ConvClassifier):
 
     def __init__(self, *, stem_channels: int, stages: Sequence[tuple[int, int, int]],
                  num_classes: int = 10, in_chans: int = 3, width: float = 1.0, skip: bool = True,
-                 shortcut: str = "A", norm_layer: str | LayerFactory | None = None,
-                 act_layer: str | ActFactory = "relu", dropout: float = 0.0,
+                 shortcut: str = "A", norm_layer: NormSpec = None,
+                 act_layer: ActSpec = "relu", dropout: float = 0.0,
                  name: str = "resnet_cifar") -> None:
-        if shortcut not in ("A", "B"):
-            raise UserError(f"shortcut must be 'A' (zero-padding) or 'B' (projection), got {shortcut!r}")
+        if shortcut not in ("A", "B"):  # checked here too: stride-1 blocks never look at it
+            raise UserError(
+                f"shortcut must be 'A' (zero-padding) or 'B' (projection), got {shortcut!r}"
+            )
         norm, act = resolve_norm(norm_layer), resolve_act(act_layer)
         channels = make_divisible(stem_channels * width)
         layers: list[nn.Module] = [ConvNormAct(in_chans, channels, 3, 1, norm=norm, act=act)]
@@ -140,7 +142,7 @@ def _register_paper_depth(depth: int) -> None:
     @register_model(name=f"resnet{depth}", **_CIFAR_IN,
                     description=f"ResNet-{depth}, {_HE} and Table 6; option A")
     def resnet(*, num_classes: int, in_chans: int, width: float = 1.0, shortcut: str = "A",
-               norm_layer: str | LayerFactory | None = None, act_layer: str | ActFactory = "relu",
+               norm_layer: NormSpec = None, act_layer: ActSpec = "relu",
                dropout: float = 0.0) -> ResNetCifar:
         return _he_resnet(f"resnet{depth}", depth, True, num_classes=num_classes,
                           in_chans=in_chans, width=width, shortcut=shortcut,
@@ -149,7 +151,7 @@ def _register_paper_depth(depth: int) -> None:
     @register_model(name=f"plain{depth}", **_PLAIN_IN,
                     description=f"ResNet-{depth} without shortcuts, He et al. 2016, Fig. 6")
     def plain(*, num_classes: int, in_chans: int, width: float = 1.0,
-              norm_layer: str | LayerFactory | None = None, act_layer: str | ActFactory = "relu",
+              norm_layer: NormSpec = None, act_layer: ActSpec = "relu",
               dropout: float = 0.0) -> ResNetCifar:
         return _he_resnet(f"plain{depth}", depth, False, num_classes=num_classes,
                           in_chans=in_chans, width=width, norm_layer=norm_layer,
@@ -163,8 +165,8 @@ for _depth in _PAPER_DEPTHS:
 @register_model(**_CIFAR_IN,
                 description=f"ResNet of depth=6n+2 (default 20), {_HE}")
 def resnet_cifar(*, num_classes: int, in_chans: int, width: float = 1.0, depth: int = 20,
-                 shortcut: str = "A", norm_layer: str | LayerFactory | None = None,
-                 act_layer: str | ActFactory = "relu", dropout: float = 0.0) -> ResNetCifar:
+                 shortcut: str = "A", norm_layer: NormSpec = None,
+                 act_layer: ActSpec = "relu", dropout: float = 0.0) -> ResNetCifar:
     return _he_resnet(f"resnet_cifar(depth={depth})", depth, True, num_classes=num_classes,
                       in_chans=in_chans, width=width, shortcut=shortcut, norm_layer=norm_layer,
                       act_layer=act_layer, dropout=dropout)
@@ -173,7 +175,7 @@ def resnet_cifar(*, num_classes: int, in_chans: int, width: float = 1.0, depth: 
 @register_model(**_PLAIN_IN,
                 description="resnet_cifar without shortcuts, depth=6n+2, He et al. 2016, Fig. 6")
 def plain_cnn(*, num_classes: int, in_chans: int, width: float = 1.0, depth: int = 20,
-              norm_layer: str | LayerFactory | None = None, act_layer: str | ActFactory = "relu",
+              norm_layer: NormSpec = None, act_layer: ActSpec = "relu",
               dropout: float = 0.0) -> ResNetCifar:
     return _he_resnet(f"plain_cnn(depth={depth})", depth, False, num_classes=num_classes,
                       in_chans=in_chans, width=width, norm_layer=norm_layer, act_layer=act_layer,
@@ -186,7 +188,7 @@ _R18 = "ResNet-18, He et al. 2016, Table 1, CIFAR stem"
 @register_model(family="resnet_cifar", default_input=(3, 32, 32), min_input=(8, 8),
                 description=f"{_R18}; option B")
 def resnet18(*, num_classes: int, in_chans: int, width: float = 1.0, shortcut: str = "B",
-             norm_layer: str | LayerFactory | None = None, act_layer: str | ActFactory = "relu",
+             norm_layer: NormSpec = None, act_layer: ActSpec = "relu",
              dropout: float = 0.0) -> ResNetCifar:
     return ResNetCifar(stem_channels=_R18_STEM, stages=_R18_STAGES, num_classes=num_classes,
                        in_chans=in_chans, width=width, shortcut=shortcut, norm_layer=norm_layer,
@@ -196,7 +198,7 @@ def resnet18(*, num_classes: int, in_chans: int, width: float = 1.0, shortcut: s
 @register_model(family="plain_cifar", default_input=(3, 32, 32), min_input=(8, 8),
                 description=f"{_R18}; no shortcuts")
 def plain18(*, num_classes: int, in_chans: int, width: float = 1.0,
-            norm_layer: str | LayerFactory | None = None, act_layer: str | ActFactory = "relu",
+            norm_layer: NormSpec = None, act_layer: ActSpec = "relu",
             dropout: float = 0.0) -> ResNetCifar:
     return ResNetCifar(stem_channels=_R18_STEM, stages=_R18_STAGES, num_classes=num_classes,
                        in_chans=in_chans, width=width, skip=False, norm_layer=norm_layer,

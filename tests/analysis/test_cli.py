@@ -174,3 +174,15 @@ def test_real_process_exit_status_and_no_traceback(exercises):
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     partial = json.loads(proc.stdout)  # the partial result is still valid JSON
     assert len(partial["layers"]) == 7 and partial["error"] in proc.stderr
+
+
+def test_torchvision_default_inputs_follow_the_model():
+    from cnnlab.analysis.targets import resolve
+
+    inception = resolve("torchvision:inception_v3")
+    assert inception.default_input == (3, 299, 299)  # its weights' crop size
+    vit = resolve("torchvision:vit_h_14")
+    assert vit.default_input == (3, 518, 518)  # the SWAG weights' crop ...
+    vit.build()
+    assert vit.default_input == (3, 224, 224)  # ... but built without weights it takes 224
+    assert resolve("torchvision:fasterrcnn_resnet50_fpn").default_input is None  # not a classifier

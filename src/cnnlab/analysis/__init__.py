@@ -67,11 +67,11 @@ def analyze(
             from cnnlab.analysis.spec import analyze_spec
 
             return analyze_spec(resolved.spec, source=resolved.label, batch=batch, input_shape=shape)
-        shape = shape or resolved.default_input
-        if shape is None:
+        if shape is None and resolved.default_input is None:
             raise UserError(f"{resolved.label}: no default input shape is known; give one, "
                             "e.g. --input 3,224,224")
-        model = resolved.build()
+        model = resolved.build()  # may refine the default input (vision transformers)
+        shape = shape or resolved.default_input
         label = resolved.label
     else:
         model, label = target, type(target).__name__

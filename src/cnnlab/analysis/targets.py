@@ -78,9 +78,16 @@ def _torchvision(name: str) -> Target:
     def build() -> Any:
         with warnings.catch_warnings():  # googlenet/inception warn about their init scheme
             warnings.simplefilter("ignore", FutureWarning)
-            return build_on_meta(lambda: torchvision.models.get_model(name, weights=None))
+            model = build_on_meta(lambda: torchvision.models.get_model(name, weights=None))
+        # vision transformers are built for one image size, which the weights' crop size need
+        # not be without those weights (vit_h_14: 518 with SWAG weights, 224 without)
+        size = getattr(model, "image_size", None)
+        if default is not None and isinstance(size, int):
+            target.default_input = (3, size, size)
+        return model
 
-    return Target(label=f"torchvision:{name}", default_input=default, build=build)
+    target = Target(label=f"torchvision:{name}", default_input=default, build=build)
+    return target
 
 
 def _callable(text: str) -> Target:

@@ -7,7 +7,8 @@ being flipped::
 
 where ``xp`` is the zero-padded input, ``g = k // (K / groups)`` is the group of output channel
 ``k`` and ``Cg = C / groups`` the input channels it sees. ``flip_kernel=True`` rotates the kernel
-by 180 degrees first, which gives textbook ("true") convolution. A 2x2 example::
+by 180 degrees first, which gives textbook ("true") convolution. A 2x2 example (x and w as
+``(1, 1, 2, 2)`` arrays)::
 
     x = [[1, 2],          w = [[1, 0],
          [3, 4]]               [0, 0]]
@@ -16,7 +17,7 @@ by 180 degrees first, which gives textbook ("true") convolution. A 2x2 example::
 
 Two implementations sit side by side: ``conv2d_forward_naive`` / ``conv2d_backward_naive`` loop
 over every output cell and are meant to be read; ``conv2d_forward`` / ``conv2d_backward`` are
-the fast ones (see ``_shifted_matmuls`` for how) and are tested against the naive ones.
+the fast ones (the comment above ``_ConvCache`` says how) and are tested against the naive ones.
 
 Padding can be an int, ``(ph, pw)``, ``((top, bottom), (left, right))``, ``'valid'`` (none) or
 ``'same'`` (see ``same_padding``).
@@ -211,14 +212,10 @@ def _prepare(
     return x, w, b, g
 
 
-def _pad(
-    x: np.ndarray, g: ConvGeometry, height: int | None = None, width: int | None = None
-) -> np.ndarray:
-    """Zero-pad ``x`` (N, C, H, W) by ``g.pad``; ``height``/``width`` extend it at the end."""
+def _pad(x: np.ndarray, g: ConvGeometry) -> np.ndarray:
+    """Zero-pad ``x`` (N, C, H, W) by ``g.pad`` -> (N, C, Hp, Wp)."""
     top, bottom, left, right = g.pad
-    hp = height if height is not None else g.h + top + bottom
-    wp = width if width is not None else g.w + left + right
-    xp = np.zeros((g.n, g.c, hp, wp))
+    xp = np.zeros((g.n, g.c, g.h + top + bottom, g.w + left + right))
     xp[:, :, top : top + g.h, left : left + g.w] = x
     return xp
 
@@ -302,7 +299,7 @@ def conv2d_backward_naive(
 
 def _check_dout(dout: Any, g: ConvGeometry) -> np.ndarray:
     dout = as_float_array(
-        dout, "upstream gradient dout", "conv2d backward", ndim=4, layout="(N, C, H, W)"
+        dout, "upstream gradient dout", "conv2d backward", ndim=4, layout="(N, K, Ho, Wo)"
     )
     expected = (g.n, g.k, g.out_h, g.out_w)
     if dout.shape != expected:

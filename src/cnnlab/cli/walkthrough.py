@@ -58,7 +58,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="keep partial pooling windows (PyTorch's ceil_mode; default floor)",
     )
-    _add_output_options(res, "residual.png")
+    _add_output_options(
+        res,
+        "residual.png",
+        "conv, relu, residual (the block output relu(relu + input)), maxpool (nested lists), "
+        "gap (a number)",
+    )
     res.set_defaults(func=run_residual)
 
     back = sub.add_parser(
@@ -80,11 +85,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="upstream gradient dL/dY, shape (H - kh + 1) x (W - kw + 1)",
     )
-    _add_output_options(back, "conv-backward.png")
+    _add_output_options(back, "conv-backward.png", "y, dW, dX (nested lists)")
     back.set_defaults(func=run_conv_backward)
 
 
-def _add_output_options(parser: argparse.ArgumentParser, figure: str) -> None:
+def _add_output_options(parser: argparse.ArgumentParser, figure: str, keys: str) -> None:
     parser.add_argument(
         "--out",
         type=Path,
@@ -95,7 +100,7 @@ def _add_output_options(parser: argparse.ArgumentParser, figure: str) -> None:
     parser.add_argument(
         "--json",
         action="store_true",
-        help="print only the result values as one JSON object on stdout",
+        help=f"print only the result values as one JSON object on stdout: {keys}",
     )
     parser.add_argument("--no-figure", action="store_true", help="do not draw or save the figure")
 

@@ -263,6 +263,8 @@ def test_bad_layers_raise_user_error(net, images):
         GradCAM(net, "classifier").compute(images)
     with pytest.raises(UserError, match=r"\(N, C, H, W\)"):
         GradCAM(net, "conv3").compute(images[0])
+    with pytest.raises(UserError, match="images are torch.float32 but the model's parameters are torch.float64"):
+        GradCAM(net, "conv3").compute(images.float())
 
 
 def test_a_layer_that_runs_twice_is_refused(images):

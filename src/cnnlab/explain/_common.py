@@ -52,6 +52,18 @@ def check_images(x: Tensor) -> None:
         raise UserError(f"images must be a floating-point tensor, got dtype {x.dtype}")
 
 
+def prepare_images(model: nn.Module, x: Tensor) -> Tensor:
+    """``x`` checked to be images ``(N, C, H, W)`` of the model's dtype, on the model's device."""
+    check_images(x)
+    params = [p for p in (*model.parameters(), *model.buffers()) if p.is_floating_point()]
+    if params and x.dtype != params[0].dtype:
+        raise UserError(
+            f"images are {x.dtype} but the model's parameters are {params[0].dtype}: convert "
+            f"the images (x.to({params[0].dtype}))"
+        )
+    return x.to(model_device(model))
+
+
 def check_logits(logits: object) -> Tensor:
     """The model's output, checked to be class scores ``(N, num_classes)``."""
     if not isinstance(logits, Tensor) or logits.ndim != 2:

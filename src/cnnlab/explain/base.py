@@ -28,10 +28,9 @@ from cnnlab.explain import maps as _maps
 from cnnlab.explain._common import (
     Explainer,
     Targets,
-    check_images,
     check_logits,
     eval_mode,
-    model_device,
+    prepare_images,
     resolve_targets,
     selected_score,
 )
@@ -84,7 +83,7 @@ class BaseCAM(Explainer):
             UserError: bad images or targets, a layer that does not run exactly once per forward
                 pass, that has no spatial output, or that does not influence the logits.
         """
-        check_images(x)
+        x = prepare_images(self.model, x)
         if self.layer is None:
             self.layer_name, self.layer = resolve_layer(
                 self.model, default_target_layer(self.model, x)
@@ -126,7 +125,7 @@ class BaseCAM(Explainer):
         try:
             with torch.inference_mode(False), eval_mode(self.model):
                 with torch.no_grad():  # its exit also restores the grad mode the hook switched on
-                    logits = check_logits(self.model(x.to(model_device(self.model))))
+                    logits = check_logits(self.model(x))
                 if not captured:
                     raise UserError(f"layer {self.layer_name!r} did not run in the forward pass")
                 target = resolve_targets(targets, logits)

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torchvision.transforms.functional import gaussian_blur
 
 from cnnlab.errors import UserError
-from cnnlab.explain._common import Targets, check_images, eval_mode, model_device, resolve_targets
+from cnnlab.explain._common import Targets, eval_mode, prepare_images, resolve_targets
 
 BASELINES = ("zeros", "blur", "mean")
 _BLUR_KERNEL, _BLUR_SIGMA = 11, 5.0  # the paper's code (RISE, evaluation.py: klen=11, ksig=5)
@@ -116,7 +116,7 @@ def deletion_insertion(
         seed: seed of the random order.
         batch_size: perturbed images per forward pass.
     """
-    check_images(x)
+    x = prepare_images(model, x)
     if steps < 1:
         raise UserError(f"steps must be >= 1, got {steps}")
     n, _, h, w = x.shape
@@ -125,7 +125,6 @@ def deletion_insertion(
             raise UserError(f"saliency {name!r} has shape {tuple(m.shape)}, expected {(n, h, w)}")
         if name == "random":
             raise UserError("'random' is the name of the reference order; rename the saliency map")
-    x = x.to(model_device(model))
     generator = torch.Generator().manual_seed(seed)
     orders = {name: torch.argsort(-m.reshape(n, -1).to(x.device), dim=1, stable=True)
               for name, m in saliency.items()}

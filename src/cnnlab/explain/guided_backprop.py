@@ -13,10 +13,9 @@ from torch.overrides import TorchFunctionMode
 from cnnlab.explain._common import (
     Explainer,
     Targets,
-    check_images,
     check_logits,
     eval_mode,
-    model_device,
+    prepare_images,
     resolve_targets,
     selected_score,
 )
@@ -121,9 +120,9 @@ class GuidedBackprop(Explainer):
         Returns:
             Gradients ``(N, C, H, W)`` (signed; see :mod:`cnnlab.explain.overlay` to display).
         """
-        check_images(x)
+        x = prepare_images(self.model, x)
         with torch.inference_mode(False), torch.enable_grad(), eval_mode(self.model):
-            inputs = x.detach().to(model_device(self.model)).clone().requires_grad_(True)
+            inputs = x.detach().clone().requires_grad_(True)
             with _GuidedMode():
                 logits = check_logits(self.model(inputs))
             target = resolve_targets(targets, logits)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from cnnlab.errors import UserError
-from cnnlab.explain._common import check_images, eval_mode, model_device
+from cnnlab.explain._common import eval_mode, prepare_images
 
 
 def resolve_layer(model: nn.Module, layer: nn.Module | str) -> tuple[str, nn.Module]:
@@ -95,8 +95,7 @@ def default_target_layer(model: nn.Module, example: Tensor) -> str:
     Raises:
         UserError: the model runs no ``Conv2d``.
     """
-    check_images(example)
-    calls, counts = _trace_calls(model, example[:1].to(model_device(model)))
+    calls, counts = _trace_calls(model, prepare_images(model, example)[:1])
     conv_positions = [i for i, c in enumerate(calls) if isinstance(c.module, nn.Conv2d)]
     if not conv_positions:
         raise UserError(

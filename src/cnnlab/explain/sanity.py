@@ -43,7 +43,7 @@ from skimage.metrics import structural_similarity
 from torch import Tensor, nn
 
 from cnnlab.errors import UserError
-from cnnlab.explain._common import Targets, check_images, eval_mode, model_device, resolve_targets
+from cnnlab.explain._common import Targets, eval_mode, prepare_images, resolve_targets
 from cnnlab.explain.gradcam import GradCAM
 from cnnlab.explain.guided_backprop import GuidedBackprop
 from cnnlab.explain.layers import _trace_calls, default_target_layer, resolve_layer
@@ -60,7 +60,7 @@ _RANDOMISED = (nn.Conv2d, nn.Linear)
 
 def cascade_layers(model: nn.Module, example: Tensor) -> list[str]:
     """Names of the ``Conv2d`` / ``Linear`` layers with parameters, latest-running first."""
-    calls, _ = _trace_calls(model, example[:1].to(model_device(model)))
+    calls, _ = _trace_calls(model, prepare_images(model, example)[:1])
     order: list[str] = []
     for call in calls:
         if isinstance(call.module, _RANDOMISED) and call.name not in order:
@@ -156,8 +156,7 @@ def cascading_randomization(
     Returns:
         The per-stage scores (see :class:`SanityResult` and the module docstring).
     """
-    check_images(x)
-    x = x.to(model_device(model))
+    x = prepare_images(model, x)
     layer_name = default_target_layer(model, x) if layer is None else resolve_layer(model, layer)[0]
     with torch.no_grad(), eval_mode(model):
         fixed = resolve_targets(targets, model(x))

@@ -52,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, type=Path, metavar="RUN_DIR",
                    help="a 'cnnlab train --out' folder")
     p.add_argument("--images", nargs="+", metavar="SPEC",
-                   help="image files and/or data-set indexes: '0,5,17', 'test:0-7', 'train:3' "
+                   help="image files and/or indexes into the run's data set: '0,5,17' and "
+                   "'test:0-7' (test split, all of it whatever --subset the run used), 'train:3' "
                    f"(default for sanity: {DEFAULT_SANITY_IMAGES[0]})")
     p.add_argument("--method", choices=METHODS, default="gradcam", help="default: gradcam")
     p.add_argument("--layer", metavar="NAME",
@@ -66,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", choices=("final", "best", "checkpoint"), default="final",
                    help="which weights of the run (default: final)")
     p.add_argument("--data-dir", metavar="PATH", help="where the run's data set is (default: the "
-                   "run's own setting, then the usual search order)")
+                   "run's own --data-dir, or else the usual search order)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto (default: cpu)")
     p.add_argument("--cmap", default="jet", help="matplotlib colormap of the heatmaps (default: jet)")
     p.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity in [0, 1] (default: 0.5)")

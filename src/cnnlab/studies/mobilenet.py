@@ -164,6 +164,7 @@ class StudyConfig:
     alphas: tuple[float, ...] | None = None  # override the sweeps (tests)
     rhos: tuple[float, ...] | None = None
     measure_speed: bool = True
+    speed_seconds: float | None = None  # caps each latency/throughput measurement (tests)
     quiet: bool = False
 
     def resolved_budget(self) -> Budget:
@@ -185,6 +186,8 @@ class StudyConfig:
             changes["alphas"] = tuple(self.alphas)
         if self.rhos is not None:
             changes["rhos"] = tuple(self.rhos)
+        if self.speed_seconds is not None:
+            changes["latency_seconds"] = changes["throughput_seconds"] = self.speed_seconds
         for a in changes.get("alphas", ()):
             if not 0 < a <= 4:
                 raise UserError(f"width multiplier alpha must be in (0, 4], got {a}")

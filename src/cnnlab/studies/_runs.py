@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
+from cnnlab.data import Dataset
 from cnnlab.engine import Callback, TrainConfig, train
 from cnnlab.engine import checkpoint as ckpt_io
 from cnnlab.errors import UserError
@@ -44,13 +47,17 @@ class RunRecord:
 
 
 def train_or_reuse(config: TrainConfig, run_dir: str | Path,
-                   callbacks: Sequence[Callback] = ()) -> RunRecord:
+                   callbacks: Sequence[Callback] = (), *, model: nn.Module | None = None,
+                   dataset: Dataset | None = None) -> RunRecord:
     """Train ``config`` into ``run_dir``, or reuse / resume what an earlier invocation left there.
 
     Args:
         config: the run's settings; its ``out`` and ``resume`` fields are set here.
         run_dir: the run's folder.
         callbacks: extra engine callbacks (their state is checkpointed with the run).
+        model: train this module (e.g. re-initialised by the study) instead of building
+            ``config.model``; as :func:`cnnlab.engine.train`. Unused when the run is reused.
+        dataset: an already loaded data set, shared by the runs of a study; as for ``train``.
 
     Returns:
         The :class:`RunRecord`.
@@ -72,6 +79,6 @@ def train_or_reuse(config: TrainConfig, run_dir: str | Path,
     if metrics_path.exists():
         metrics = json.loads(metrics_path.read_text())
         return RunRecord(run_dir, config, metrics, reused=True)
-    result = train(config, callbacks=callbacks)
+    result = train(config, callbacks=callbacks, model=model, dataset=dataset)
     metrics = json.loads(metrics_path.read_text())
     return RunRecord(run_dir, config, metrics, reused=False, result=result)

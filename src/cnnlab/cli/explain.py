@@ -356,11 +356,12 @@ def _sanity(args, model, images: _Images, probs, target, layer, classes, common,
     cascade = cascading_randomization(model, images.x, targets, layer=layer, seed=args.seed)
     save_figure(plot_cascade(cascade), args.out / "cascade.png")
     save_figure(plot_cascade_maps(cascade, images.display[0]), args.out / "cascade_maps.png")
-    print(f"{'stage':>24}  " + "  ".join(f"{m}/{v:>6}" for m, v in
-                                          (("gradcam", "abs"), ("guided", "abs"), ("guided", "signed"))))
+    columns = {"Grad-CAM": ("gradcam", "abs"), "GuidedBP |.|": ("guided", "abs"),
+               "GuidedBP signed": ("guided", "signed")}
+    print(f"Spearman rank correlation with the trained model's maps (mean over {n} images):")
+    print(f"{'layers randomised down to':>26}" + "".join(f"{c:>17}" for c in columns))
     for s, stage in enumerate(cascade.stages):
-        row = [cascade.mean(m, v)[s] for m, v in (("gradcam", "abs"), ("guided", "abs"), ("guided", "signed"))]
-        print(f"{stage:>24}  " + "  ".join(f"{r:14.3f}" for r in row))
+        print(f"{stage:>26}" + "".join(f"{cascade.mean(*key)[s]:17.3f}" for key in columns.values()))
 
     print(f"deletion / insertion curves ({args.steps} steps) ...")
     with GradCAM(model, layer) as cam, GradCAMPlusPlus(model, layer) as campp, \

@@ -119,7 +119,7 @@ def course_figure(
     if not (len(guided) == len(cams) == len(probabilities) == k) or k == 0:
         raise UserError("course_figure needs one guided map, one CAM and one probability per class")
     img = _numpy(image)
-    fig = Figure(figsize=(2.2 * (1 + 2 * k), 2.6), layout="constrained")
+    fig = Figure(figsize=(2.2 * (1 + 2 * k), 2.9), layout="constrained")  # 3-line titles
     axes = fig.subplots(1, 1 + 2 * k)
     _show(axes[0], img, "original" + (f"\npredicted: {predicted}" if predicted else ""))
     for i, (name, p) in enumerate(zip(class_names, probabilities)):

@@ -48,12 +48,20 @@ def compact_cnn(in_chans: int = 1, num_classes: int = 10, widths=(32, 64, 128)) 
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(c * side * side, num_classes))
 
 
+def compact_cnn_gap(in_chans: int = 1, num_classes: int = 10) -> nn.Module:
+    """The same convolutions as :func:`compact_cnn` with the zoo's head (global average pool)."""
+    from cnnlab.models.vgg import VGGStyle
+
+    return VGGStyle(cfg=[32, "M", 64, "M", 128, "M"], in_chans=in_chans, num_classes=num_classes)
+
+
 # name -> (model builder or registry name, TrainConfig overrides)
 RECIPES: dict[str, tuple[object, dict]] = {
     "simple_cnn": ("simple_cnn", dict(epochs=5, batch_size=128, lr=0.2, augment="flip")),
     "compact_cnn": (compact_cnn, dict(epochs=6, batch_size=128, lr=0.2, augment="flip")),
+    "compact_cnn_gap": (compact_cnn_gap, dict(epochs=6, batch_size=128, lr=0.2, augment="flip")),
 }
-DEFAULT_RECIPE = "simple_cnn"
+DEFAULT_RECIPE = "compact_cnn"
 
 
 class _TwoConvCNN(nn.Module):
@@ -80,7 +88,7 @@ def plain_reference(ds, epochs: int = 4, batch: int = 64, seed: int = 0) -> dict
     xt = (xt.float() / 255 - mean) / std
     model = _TwoConvCNN()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(epochs):
         model.train()
         perm = torch.randperm(len(y))
@@ -97,6 +105,7 @@ def plain_reference(ds, epochs: int = 4, batch: int = 64, seed: int = 0) -> dict
                   for a, b in zip(xt.split(1000), yt.split(1000))) / len(yt)
     return {"recipe": "plain 2-conv reference (Adam, 4 epochs)", "test_accuracy": acc,
             "train_time_s": train_s, "wall_time_s": time.perf_counter() - t0,
+            "cpu_time_s": time.process_time() - c0,
             "images_per_s": epochs * len(y) / train_s}
 
 
@@ -112,10 +121,11 @@ def run_recipe(name: str, ds, args) -> dict:
     if args.smoke:
         cfg.epochs = 1
     model = None if isinstance(model_spec, str) else model_spec()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = train(cfg, model=model, dataset=ds, log=not args.smoke)
     return {"recipe": name, "config": cfg.to_dict(), "test_accuracy": result.test_accuracy,
             "train_time_s": result.train_time_s, "wall_time_s": time.perf_counter() - t0,
+            "cpu_time_s": time.process_time() - c0,
             "images_per_s": result.images_per_s,
             "history": [{k: r[k] for k in ("epoch", "train_accuracy", "train_time_s")}
                         for r in result.history]}
@@ -142,12 +152,15 @@ def main() -> None:
         rows.append(plain_reference(ds))
     load_after = os.getloadavg()
     print(f"\nFashion-MNIST on {args.threads} CPU threads (load average before {load_before[0]:.1f}, "
-          f"after {load_after[0]:.1f}); goal: >= 92% test accuracy in <= 180 s")
+          f"after {load_after[0]:.1f}); goal: >= 92% test accuracy in <= 180 s.\n"
+          "CPU s = processor time used by this process (all threads): on a shared machine it is "
+          "the load-independent measure; with 1 thread it is the wall time on an idle core.")
     for r in rows:
         ok = r["test_accuracy"] >= 0.92 and r["train_time_s"] <= 180
-        print(f"  {r['recipe']:45s} test {100 * r['test_accuracy']:.2f}%  train "
-              f"{r['train_time_s']:6.1f} s  wall {r['wall_time_s']:6.1f} s  "
-              f"{r['images_per_s']:7,.0f} img/s  {'meets the goal' if ok else ''}")
+        print(f"  {r['recipe']:42s} test {100 * r['test_accuracy']:.2f}%  train "
+              f"{r['train_time_s']:6.1f} s  wall {r['wall_time_s']:6.1f} s  CPU "
+              f"{r['cpu_time_s']:6.1f} s  {r['images_per_s']:6,.0f} img/s"
+              f"{'  meets the goal' if ok else ''}")
     if args.out:
         args.out.write_text(json.dumps({"rows": rows, "threads": args.threads,
                                         "load_before": load_before, "load_after": load_after,

@@ -96,7 +96,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="bf16 autocast (default: on for CUDA, off on the CPU)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
                    help="NHWC memory format (default: on for CUDA)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--compile", nargs="?", const="default", metavar="MODE",
+                   help="torch.compile the model; MODE: default, reduce-overhead (CUDA graphs), "
+                        "max-autotune, max-autotune-no-cudagraphs")
     g.add_argument("--tta", action="store_true", help="evaluate with horizontal-flip test-time augmentation")
     g.add_argument("--eval-batch-size", type=int, help=f"default {d.eval_batch_size}")
     g.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")

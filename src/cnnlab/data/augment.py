@@ -19,6 +19,7 @@ Default recipes (:data:`AUGMENT_RECIPES`), at native resolution (pixel amounts s
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 
@@ -126,6 +127,16 @@ def cutout(x: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor, size: int) -> to
     return x.masked_fill((in_r[:, :, None] & in_c[:, None, :])[:, None], 0)
 
 
+@functools.lru_cache(maxsize=32)
+def _affine(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    # Made once per (statistics, device): building them every batch would copy from the host,
+    # and a blocking host-to-GPU copy waits for the GPU to finish all queued work.
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (1.0 / (255.0 * std_t)).to(device), (-mean_t / std_t).to(device)
+
+
 def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """``(x / 255 - mean) / std`` per channel, as float32.
 
@@ -133,10 +144,8 @@ def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> t
         x: ``(N, C, H, W)`` uint8 (or float in the 0..255 range).
         mean, std: per-channel statistics in [0, 1] units.
     """
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    # one multiply-add: x * (1 / (255 std)) + (-mean / std)
-    return torch.addcmul(-mean_t / std_t, x.float(), 1.0 / (255.0 * std_t))
+    scale, shift = _affine(tuple(float(m) for m in mean), tuple(float(s) for s in std), x.device)
+    return torch.addcmul(shift, x.float(), scale)  # one multiply-add per pixel
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from cnnlab.errors import UserError
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
+COMPILE_MODES = ("", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 # Keys that may differ between a run and its --resume: where things are written or read, and how
 # progress is shown. Everything else changes the result and must match the saved run.
@@ -59,7 +60,9 @@ class TrainConfig:
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
     amp: bool | None = None  # bf16 autocast; None = on for CUDA, off on the CPU
     channels_last: bool | None = None  # NHWC memory format; None = on for CUDA
-    compile: bool = False  # torch.compile the model (first steps pay the compilation)
+    compile: str = ""  # torch.compile mode for the model ("" = off): default | reduce-overhead
+    #                    (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs; the first steps
+    #                    pay the compilation
     eval_batch_size: int = 1024  # images per forward pass when evaluating
     tta: bool = False  # evaluate val/test on the image and its mirror image (mean of the logits)
 
@@ -90,6 +93,9 @@ class TrainConfig:
              f"epochs must be a positive integer, not {self.epochs!r}")
         need(isinstance(self.batch_size, int) and self.batch_size >= 1,
              f"batch size must be a positive integer, not {self.batch_size!r}")
+        need(self.compile in COMPILE_MODES,
+             f"compile mode must be one of {list(COMPILE_MODES[1:])} (or empty for off), not "
+             f"{self.compile!r}")
         need(self.eval_batch_size >= 1, f"eval batch size must be >= 1, not {self.eval_batch_size}")
         need(self.lr > 0, f"learning rate must be > 0, not {self.lr}")
         need(0 <= self.momentum < 1, f"momentum must be in [0, 1), not {self.momentum}")

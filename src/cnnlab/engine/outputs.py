@@ -31,10 +31,22 @@ def _json_default(value: Any):
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
+def _finite(value: Any) -> Any:
+    """NaN/inf become None (JSON has no such numbers; ``null`` reads as "not available")."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def write_json(path: Path, data: Any) -> None:
-    """Pretty JSON, written to a temporary file and renamed into place."""
+    """Pretty, strict JSON, written to a temporary file and renamed into place."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default, allow_nan=False) + "\n")
+    tmp.write_text(json.dumps(_finite(data), indent=2, default=_json_default, allow_nan=False)
+                   + "\n")
     os.replace(tmp, path)
 
 

@@ -197,7 +197,8 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.model, config, self.device)
         self.ema = EMA(self.model, config.ema) if config.ema > 0 else None
-        self._forward = torch.compile(self.model) if config.compile else self.model
+        self._forward = (torch.compile(self.model, mode=config.compile) if config.compile
+                         else self.model)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
         # loop state (all of it is in the checkpoint)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from cnnlab.errors import UserError
@@ -128,7 +128,6 @@ def test_conv2d_matches_torch_values_and_gradients(torch_ref, assert_close, case
         assert_close(ours, theirs, RTOL, ATOL)
 
 
-@settings(max_examples=40)
 @given(conv_cases(max_extra=4))
 def test_naive_equals_vectorized(case):
     rng, x, w, b = make(case)

@@ -137,8 +137,9 @@ def deletion_insertion(
     with torch.no_grad(), eval_mode(model):
         fixed = resolve_targets(targets, model(x))
         result.targets = fixed.tolist()
-        removed, blurred = baseline_image(x, deletion_baseline), baseline_image(x, insertion_baseline)
-        for kind, start, end in (("deletion", x, removed), ("insertion", blurred, x)):
+        deleted = baseline_image(x, deletion_baseline)  # what deleted pixels become
+        empty = baseline_image(x, insertion_baseline)  # what insertion starts from
+        for kind, start, end in (("deletion", x, deleted), ("insertion", empty, x)):
             for name, order in orders.items():
                 curves = np.stack([
                     _probability_curve(model, start[i], end[i], order[i].to(x.device),

@@ -89,7 +89,8 @@ def _maps(model: nn.Module, x: Tensor, targets: Tensor, layer: str) -> dict[tupl
         ("guided", "abs"): guided.abs().sum(dim=1),
         ("guided", "signed"): guided.sum(dim=1),
     }
-    return {key: value.detach().cpu().double().numpy() for key, value in out.items()}
+    # Kept in the model's dtype, so that "constant" allows for that dtype's rounding.
+    return {key: value.detach().cpu().numpy() for key, value in out.items()}
 
 
 def _is_constant(m: np.ndarray) -> bool:
@@ -99,11 +100,11 @@ def _is_constant(m: np.ndarray) -> bool:
 def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     if _is_constant(b):
         return 0.0
-    return float(spearmanr(a.ravel(), b.ravel()).statistic)
+    return float(spearmanr(a.ravel().astype(np.float64), b.ravel().astype(np.float64)).statistic)
 
 
 def _ssim(a: np.ndarray, b: np.ndarray) -> float:
-    pair = normalize(torch.from_numpy(np.stack([a, b]))).numpy()
+    pair = normalize(torch.from_numpy(np.stack([a, b]))).numpy().astype(np.float64)
     win = min(7, *(s if s % 2 else s - 1 for s in a.shape))
     return float(structural_similarity(pair[0], pair[1], data_range=1.0, win_size=win))
 

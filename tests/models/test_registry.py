@@ -27,10 +27,11 @@ def test_list_models_is_sorted_and_complete():
     assert list_models("nothing*") == []
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", sorted(PAPER_NAMES))
 def test_model_info_is_consistent_with_the_model(name):
     info = model_info(name)
     assert isinstance(info, ModelInfo) and info.name == name
+    assert info.task == "image_classification"
     assert info.family and info.description and "\n" not in info.description
     assert "20" in info.description  # cites the paper's year (2015-2018)
     assert len(info.default_input) == 3 and info.default_input[0] == 3
@@ -122,9 +123,28 @@ def test_registration_rules(scratch_registry):
     with pytest.raises(ValueError, match="'resnet20' is already registered"):
         register_model(name="resnet20", family="x", default_input=(3, 8, 8), min_input=(1, 1),
                        description="x")(lambda *, num_classes, in_chans: None)
+    with pytest.raises(TypeError, match="declare options= exactly when it takes"):
+        register_model(name="fw", family="x", default_input=(3, 8, 8), min_input=(1, 1),
+                       description="x")(lambda *, num_classes, in_chans, **kw: None)
     with pytest.raises(TypeError, match="keyword-only"):
         register_model(name="pos", family="x", default_input=(3, 8, 8), min_input=(1, 1),
                        description="x")(lambda num_classes, in_chans: None)
+
+
+# one valid value per option name
+OPTION_VALUES = {"norm_layer": "bn", "act_layer": "relu6", "dropout": 0.1, "depth": 8,
+                 "shortcut": "B"}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_NAMES))
+def test_every_listed_option_is_accepted(name):
+    """The options a builder declares (and forwards) are the ones its model class takes."""
+    opts = model_info(name).options
+    assert set(opts) <= set(OPTION_VALUES) and {"norm_layer", "act_layer", "dropout"} <= set(opts)
+    with torch.device("meta"):
+        model = create(name, **{k: OPTION_VALUES[k] for k in opts})
+    assert isinstance(model.classifier[0], nn.Dropout) and model.classifier[0].p == 0.1
+    assert any(isinstance(m, nn.ReLU6) for m in model.modules())
 
 
 def test_options_are_listed_and_applied():

@@ -42,6 +42,7 @@ def _rows(pattern: str | None) -> list[dict]:
             "num_classes": info.reference_classes,
             "params": sum(p.numel() for p in model.parameters()),
             "supports_width": info.supports_width,
+            "task": info.task,
             "options": list(info.options),
             "description": info.description,
         })

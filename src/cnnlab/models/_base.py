@@ -2,7 +2,8 @@
 
 ``model.features`` is an ``nn.Sequential`` of convolutional stages (``model.features[-1]``, named
 by ``model.target_layer``, is the last conv block: the usual Grad-CAM target),
-``model.pool`` is global average pooling and ``model.classifier`` is
+``model.pool`` is global average pooling (adaptive average pooling to ``pool_size x pool_size``
+for ``simple_cnn``) and ``model.classifier`` is
 ``Sequential(Dropout or Identity, Linear)`` (``model.classifier[-1]`` is the final Linear, named
 ``classifier.1`` as in torchvision's MobileNetV2).
 
@@ -55,7 +56,7 @@ def variant_stride(variant: str, imagenet: int, cifar: int) -> int:
 
 
 class ConvClassifier(nn.Module):
-    """Base class: check the input, ``features``, global average pool, ``classifier``.
+    """Base class: check the input, ``features``, average pool, ``classifier``.
 
     Subclasses build ``features`` and call ``super().__init__``; weights are initialised here
     (:func:`~cnnlab.models._layers.init_weights`, torchvision's MobileNetV2 scheme).
@@ -68,11 +69,14 @@ class ConvClassifier(nn.Module):
         in_chans: expected input channels.
         min_input: smallest accepted ``(H, W)``; the product of the strides in ``features``.
         dropout: dropout probability before the Linear layer (``nn.Identity`` when 0).
+        pool_size: the pooled map is ``pool_size x pool_size`` (1: global average pooling); the
+            Linear layer then sees ``feature_channels * pool_size**2`` inputs, keeping coarse
+            positions (which small 28x28 images, e.g. Fashion-MNIST, benefit from).
     """
 
     def __init__(self, *, name: str, features: nn.Sequential, feature_channels: int,
                  num_classes: int, in_chans: int, min_input: tuple[int, int],
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, pool_size: int = 1) -> None:
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise UserError(f"dropout must be in [0, 1), got {dropout!r}")
@@ -81,10 +85,10 @@ class ConvClassifier(nn.Module):
         self.num_classes = num_classes
         self.min_input = tuple(min_input)
         self.features = features
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = nn.AdaptiveAvgPool2d(pool_size)
         self.classifier = nn.Sequential(
             nn.Dropout(p=dropout) if dropout > 0 else nn.Identity(),
-            nn.Linear(feature_channels, num_classes),
+            nn.Linear(feature_channels * pool_size**2, num_classes),
         )
         init_weights(self)
 
@@ -101,6 +105,6 @@ class ConvClassifier(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``(N, in_chans, H, W)`` images -> ``(N, num_classes)`` logits."""
         x = self.forward_features(x)  # (N, C', h, w)
-        x = self.pool(x)  # (N, C', 1, 1)
-        x = torch.flatten(x, 1)  # (N, C')
+        x = self.pool(x)  # (N, C', p, p)
+        x = torch.flatten(x, 1)  # (N, C' * p * p)
         return self.classifier(x)  # (N, num_classes)

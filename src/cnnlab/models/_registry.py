@@ -44,6 +44,9 @@ class ModelInfo:
         reference_classes: the number of classes of the data set the paper defines the network
             for (1000 for ImageNet, 10 for CIFAR-10); ``cnnlab models`` counts parameters with it.
         options: extra keyword arguments the builder accepts besides the common ones.
+        task: what the model maps to what: ``"image_classification"`` is
+            ``(N, C, H, W) -> (N, num_classes)`` logits (every model of this issue); later
+            families (segmentation, sequence models) register their own task.
     """
 
     name: str
@@ -54,6 +57,7 @@ class ModelInfo:
     description: str
     reference_classes: int = 10
     options: tuple[str, ...] = ()
+    task: str = "image_classification"
 
 
 _builders: dict[str, Builder] = {}
@@ -67,12 +71,16 @@ def register_model(
     min_input: tuple[int, ...],
     description: str,
     reference_classes: int = 10,
+    task: str = "image_classification",
+    options: tuple[str, ...] = (),
     name: str | None = None,
 ) -> Callable[[Builder], Builder]:
     """Decorator registering a keyword-only builder ``fn(*, num_classes, in_chans[, width], ...)``.
 
-    The model's name is ``name`` or the function's name; ``supports_width`` and ``options`` are
-    read from the builder's signature.
+    The model's name is ``name`` or the function's name; ``supports_width`` is read from the
+    builder's signature. The model-specific options are the builder's other keyword-only
+    parameters plus ``options``, the names a builder forwards through ``**kwargs`` to its model
+    class (so that their defaults live in one place, the class).
 
     Example::
 
@@ -91,6 +99,11 @@ def register_model(
                       if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         if positional:
             raise TypeError(f"builder {model_name!r} must take keyword-only arguments")
+        forwards = any(p.kind == p.VAR_KEYWORD for p in params.values())
+        if bool(options) != forwards:
+            raise TypeError(
+                f"builder {model_name!r}: declare options= exactly when it takes **kwargs"
+            )
         missing = [a for a in ("num_classes", "in_chans") if a not in params]
         if missing:
             raise TypeError(f"builder {model_name!r} must accept {', '.join(missing)}")
@@ -103,7 +116,9 @@ def register_model(
             supports_width="width" in params,
             description=description,
             reference_classes=reference_classes,
-            options=tuple(p for p in params if p not in _COMMON),
+            options=tuple(p for p, v in params.items()
+                          if p not in _COMMON and v.kind == v.KEYWORD_ONLY) + tuple(options),
+            task=task,
         )
         return fn
 

@@ -119,48 +119,37 @@ class MobileNetV1(ConvClassifier):
                          dropout=dropout)
 
 
-def _v1(name: str, variant: str, separable: bool, num_classes: int, in_chans: int, width: float,
-        **kw) -> MobileNetV1:
-    return MobileNetV1(num_classes=num_classes, in_chans=in_chans, width=width, variant=variant,
-                       separable=separable, name=name, **kw)
-
-
 _V1 = "MobileNetV1, Howard et al. 2017, Table 1"
 _CONV = "Conv MobileNet (full 3x3 convs), Howard et al. 2017, Table 4"
+_OPTIONS = ("norm_layer", "act_layer", "dropout")  # forwarded to MobileNetV1 (defaults there)
 
 
 @register_model(family="mobilenet_v1", default_input=(3, 224, 224), min_input=(32, 32),
-                reference_classes=1000, description=f"{_V1}; 224 -> 7x7")
-def mobilenet_v1(*, num_classes: int, in_chans: int, width: float = 1.0,
-                 norm_layer: NormSpec = None, act_layer: ActSpec = "relu",
-                 dropout: float = 0.0) -> MobileNetV1:
-    return _v1("mobilenet_v1", "imagenet", True, num_classes, in_chans, width,
-               norm_layer=norm_layer, act_layer=act_layer, dropout=dropout)
+                reference_classes=1000, options=_OPTIONS, description=f"{_V1}; 224 -> 7x7")
+def mobilenet_v1(*, num_classes: int, in_chans: int, width: float = 1.0, **options) -> MobileNetV1:
+    return MobileNetV1(num_classes=num_classes, in_chans=in_chans, width=width,
+                       variant="imagenet", name="mobilenet_v1", **options)
 
 
 @register_model(family="mobilenet_v1", default_input=(3, 32, 32), min_input=(8, 8),
-                description=f"{_V1}; CIFAR strides, 32 -> 4x4")
+                options=_OPTIONS, description=f"{_V1}; CIFAR strides, 32 -> 4x4")
 def mobilenet_v1_cifar(*, num_classes: int, in_chans: int, width: float = 1.0,
-                       norm_layer: NormSpec = None,
-                       act_layer: ActSpec = "relu", dropout: float = 0.0) -> MobileNetV1:
-    return _v1("mobilenet_v1_cifar", "cifar", True, num_classes, in_chans, width,
-               norm_layer=norm_layer, act_layer=act_layer, dropout=dropout)
+                       **options) -> MobileNetV1:
+    return MobileNetV1(num_classes=num_classes, in_chans=in_chans, width=width, variant="cifar",
+                       name="mobilenet_v1_cifar", **options)
 
 
 @register_model(family="conv_mobilenet_v1", default_input=(3, 224, 224), min_input=(32, 32),
-                reference_classes=1000, description=f"{_CONV}; 224 -> 7x7")
+                reference_classes=1000, options=_OPTIONS, description=f"{_CONV}; 224 -> 7x7")
 def conv_mobilenet_v1(*, num_classes: int, in_chans: int, width: float = 1.0,
-                      norm_layer: NormSpec = None,
-                      act_layer: ActSpec = "relu", dropout: float = 0.0) -> MobileNetV1:
-    return _v1("conv_mobilenet_v1", "imagenet", False, num_classes, in_chans, width,
-               norm_layer=norm_layer, act_layer=act_layer, dropout=dropout)
+                      **options) -> MobileNetV1:
+    return MobileNetV1(num_classes=num_classes, in_chans=in_chans, width=width,
+                       variant="imagenet", separable=False, name="conv_mobilenet_v1", **options)
 
 
 @register_model(family="conv_mobilenet_v1", default_input=(3, 32, 32), min_input=(8, 8),
-                description=f"{_CONV}; CIFAR strides, 32 -> 4x4")
+                options=_OPTIONS, description=f"{_CONV}; CIFAR strides, 32 -> 4x4")
 def conv_mobilenet_v1_cifar(*, num_classes: int, in_chans: int, width: float = 1.0,
-                            norm_layer: NormSpec = None,
-                            act_layer: ActSpec = "relu",
-                            dropout: float = 0.0) -> MobileNetV1:
-    return _v1("conv_mobilenet_v1_cifar", "cifar", False, num_classes, in_chans, width,
-               norm_layer=norm_layer, act_layer=act_layer, dropout=dropout)
+                            **options) -> MobileNetV1:
+    return MobileNetV1(num_classes=num_classes, in_chans=in_chans, width=width, variant="cifar",
+                       separable=False, name="conv_mobilenet_v1_cifar", **options)

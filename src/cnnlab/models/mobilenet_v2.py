@@ -105,24 +105,20 @@ class MobileNetV2(ConvClassifier):
 
 
 _V2 = "MobileNetV2, Sandler et al. 2018, Table 2"
+_OPTIONS = ("norm_layer", "act_layer", "dropout")  # forwarded to MobileNetV2 (defaults there)
 
 
 @register_model(family="mobilenet_v2", default_input=(3, 224, 224), min_input=(32, 32),
-                reference_classes=1000,
+                reference_classes=1000, options=_OPTIONS,
                 description=f"{_V2}; 224 -> 7x7; = torchvision's")
-def mobilenet_v2(*, num_classes: int, in_chans: int, width: float = 1.0,
-                 norm_layer: NormSpec = None,
-                 act_layer: ActSpec = "relu6", dropout: float = 0.2) -> MobileNetV2:
+def mobilenet_v2(*, num_classes: int, in_chans: int, width: float = 1.0, **options) -> MobileNetV2:
     return MobileNetV2(num_classes=num_classes, in_chans=in_chans, width=width,
-                       variant="imagenet", norm_layer=norm_layer, act_layer=act_layer,
-                       dropout=dropout, name="mobilenet_v2")
+                       variant="imagenet", name="mobilenet_v2", **options)
 
 
 @register_model(family="mobilenet_v2", default_input=(3, 32, 32), min_input=(8, 8),
-                description=f"{_V2}; CIFAR strides, 32 -> 4x4")
+                options=_OPTIONS, description=f"{_V2}; CIFAR strides, 32 -> 4x4")
 def mobilenet_v2_cifar(*, num_classes: int, in_chans: int, width: float = 1.0,
-                       norm_layer: NormSpec = None,
-                       act_layer: ActSpec = "relu6", dropout: float = 0.2) -> MobileNetV2:
+                       **options) -> MobileNetV2:
     return MobileNetV2(num_classes=num_classes, in_chans=in_chans, width=width, variant="cifar",
-                       norm_layer=norm_layer, act_layer=act_layer, dropout=dropout,
-                       name="mobilenet_v2_cifar")
+                       name="mobilenet_v2_cifar", **options)

@@ -134,72 +134,60 @@ def _he_resnet(name: str, depth: int, skip: bool, **kw) -> ResNetCifar:
 _HE = "He et al. 2016, Sec. 4.2"
 _CIFAR_IN = {"family": "resnet_cifar", "default_input": (3, 32, 32), "min_input": (4, 4)}
 _PLAIN_IN = {**_CIFAR_IN, "family": "plain_cifar"}
+_OPTIONS = ("norm_layer", "act_layer", "dropout")  # forwarded to ResNetCifar (defaults there)
+_RES_OPTIONS = ("shortcut", *_OPTIONS)
 
 
 def _register_paper_depth(depth: int) -> None:
     """Register ``resnet<depth>`` and ``plain<depth>`` (one Table 6 row each)."""
 
-    @register_model(name=f"resnet{depth}", **_CIFAR_IN,
+    @register_model(name=f"resnet{depth}", **_CIFAR_IN, options=_RES_OPTIONS,
                     description=f"ResNet-{depth}, {_HE} and Table 6; option A")
-    def resnet(*, num_classes: int, in_chans: int, width: float = 1.0, shortcut: str = "A",
-               norm_layer: NormSpec = None, act_layer: ActSpec = "relu",
-               dropout: float = 0.0) -> ResNetCifar:
+    def resnet(*, num_classes: int, in_chans: int, width: float = 1.0, **options) -> ResNetCifar:
         return _he_resnet(f"resnet{depth}", depth, True, num_classes=num_classes,
-                          in_chans=in_chans, width=width, shortcut=shortcut,
-                          norm_layer=norm_layer, act_layer=act_layer, dropout=dropout)
+                          in_chans=in_chans, width=width, **options)
 
-    @register_model(name=f"plain{depth}", **_PLAIN_IN,
+    @register_model(name=f"plain{depth}", **_PLAIN_IN, options=_OPTIONS,
                     description=f"ResNet-{depth} without shortcuts, He et al. 2016, Fig. 6")
-    def plain(*, num_classes: int, in_chans: int, width: float = 1.0,
-              norm_layer: NormSpec = None, act_layer: ActSpec = "relu",
-              dropout: float = 0.0) -> ResNetCifar:
+    def plain(*, num_classes: int, in_chans: int, width: float = 1.0, **options) -> ResNetCifar:
         return _he_resnet(f"plain{depth}", depth, False, num_classes=num_classes,
-                          in_chans=in_chans, width=width, norm_layer=norm_layer,
-                          act_layer=act_layer, dropout=dropout)
+                          in_chans=in_chans, width=width, **options)
 
 
 for _depth in _PAPER_DEPTHS:
     _register_paper_depth(_depth)
 
 
-@register_model(**_CIFAR_IN,
+@register_model(**_CIFAR_IN, options=_RES_OPTIONS,
                 description=f"ResNet of depth=6n+2 (default 20), {_HE}")
 def resnet_cifar(*, num_classes: int, in_chans: int, width: float = 1.0, depth: int = 20,
-                 shortcut: str = "A", norm_layer: NormSpec = None,
-                 act_layer: ActSpec = "relu", dropout: float = 0.0) -> ResNetCifar:
+                 **options) -> ResNetCifar:
     return _he_resnet(f"resnet_cifar(depth={depth})", depth, True, num_classes=num_classes,
-                      in_chans=in_chans, width=width, shortcut=shortcut, norm_layer=norm_layer,
-                      act_layer=act_layer, dropout=dropout)
+                      in_chans=in_chans, width=width, **options)
 
 
-@register_model(**_PLAIN_IN,
+@register_model(**_PLAIN_IN, options=_OPTIONS,
                 description="resnet_cifar without shortcuts, depth=6n+2, He et al. 2016, Fig. 6")
 def plain_cnn(*, num_classes: int, in_chans: int, width: float = 1.0, depth: int = 20,
-              norm_layer: NormSpec = None, act_layer: ActSpec = "relu",
-              dropout: float = 0.0) -> ResNetCifar:
+              **options) -> ResNetCifar:
     return _he_resnet(f"plain_cnn(depth={depth})", depth, False, num_classes=num_classes,
-                      in_chans=in_chans, width=width, norm_layer=norm_layer, act_layer=act_layer,
-                      dropout=dropout)
+                      in_chans=in_chans, width=width, **options)
 
 
 _R18 = "ResNet-18, He et al. 2016, Table 1, CIFAR stem"
 
 
 @register_model(family="resnet_cifar", default_input=(3, 32, 32), min_input=(8, 8),
-                description=f"{_R18}; option B")
+                options=_OPTIONS, description=f"{_R18}; option B")
 def resnet18(*, num_classes: int, in_chans: int, width: float = 1.0, shortcut: str = "B",
-             norm_layer: NormSpec = None, act_layer: ActSpec = "relu",
-             dropout: float = 0.0) -> ResNetCifar:
+             **options) -> ResNetCifar:
     return ResNetCifar(stem_channels=_R18_STEM, stages=_R18_STAGES, num_classes=num_classes,
-                       in_chans=in_chans, width=width, shortcut=shortcut, norm_layer=norm_layer,
-                       act_layer=act_layer, dropout=dropout, name="resnet18")
+                       in_chans=in_chans, width=width, shortcut=shortcut, name="resnet18",
+                       **options)
 
 
 @register_model(family="plain_cifar", default_input=(3, 32, 32), min_input=(8, 8),
-                description=f"{_R18}; no shortcuts")
-def plain18(*, num_classes: int, in_chans: int, width: float = 1.0,
-            norm_layer: NormSpec = None, act_layer: ActSpec = "relu",
-            dropout: float = 0.0) -> ResNetCifar:
+                options=_OPTIONS, description=f"{_R18}; no shortcuts")
+def plain18(*, num_classes: int, in_chans: int, width: float = 1.0, **options) -> ResNetCifar:
     return ResNetCifar(stem_channels=_R18_STEM, stages=_R18_STAGES, num_classes=num_classes,
-                       in_chans=in_chans, width=width, skip=False, norm_layer=norm_layer,
-                       act_layer=act_layer, dropout=dropout, name="plain18")
+                       in_chans=in_chans, width=width, skip=False, name="plain18", **options)

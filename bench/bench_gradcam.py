@@ -74,10 +74,17 @@ def run(batch: int, size: int, repeats: int, device: str, threads: int | None) -
     theirs_cam.activations_and_grads.release()
     ours_ms, theirs_ms = statistics.median(t_ours) * 1e3, statistics.median(t_theirs) * 1e3
     return {
-        "model": "torchvision resnet18", "layer": "layer4", "batch": batch, "size": size,
-        "repeats": repeats, "ours_ms": ours_ms, "pytorch_grad_cam_ms": theirs_ms,
-        "ratio": ours_ms / theirs_ms, "max_abs_diff": diff,
-        "ours_ms_all": [t * 1e3 for t in t_ours], "pytorch_grad_cam_ms_all": [t * 1e3 for t in t_theirs],
+        "model": "torchvision resnet18",
+        "layer": "layer4",
+        "batch": batch,
+        "size": size,
+        "repeats": repeats,
+        "ours_ms": ours_ms,
+        "pytorch_grad_cam_ms": theirs_ms,
+        "ratio": ours_ms / theirs_ms,
+        "max_abs_diff": diff,
+        "ours_ms_all": [t * 1e3 for t in t_ours],
+        "pytorch_grad_cam_ms_all": [t * 1e3 for t in t_theirs],
         "environment": environment(dev),
     }
 
@@ -92,12 +99,17 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = parser.parse_args()
     r = run(args.batch, args.size, args.repeats, args.device, args.threads)
-    print(f"Grad-CAM, {r['model']} at {r['layer']}, batch {r['batch']}, {r['size']}x{r['size']}, "
-          f"{r['environment']['device']}")
+    print(
+        f"Grad-CAM, {r['model']} at {r['layer']}, batch {r['batch']}, {r['size']}x{r['size']}, "
+        f"{r['environment']['device']}"
+    )
     print(f"  max |ours - pytorch-grad-cam| = {r['max_abs_diff']:.2e}")
     print(f"  cnnlab           {r['ours_ms']:9.1f} ms  (median of {r['repeats']})")
     print(f"  pytorch-grad-cam {r['pytorch_grad_cam_ms']:9.1f} ms")
-    print(f"  ratio ours/theirs {r['ratio']:.3f}  ({'OK' if r['ratio'] <= 1 else 'SLOWER'}: goal <= 1)")
+    print(
+        f"  ratio ours/theirs {r['ratio']:.3f}  "
+        f"({'OK' if r['ratio'] <= 1 else 'SLOWER'}: goal <= 1)"
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(r, indent=2))

@@ -58,7 +58,9 @@ def net():
 
 @pytest.fixture
 def images():
-    return torch.randn(4, 3, 12, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    return torch.randn(
+        4, 3, 12, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +83,7 @@ def _read_idx(path):
     with gzip.open(path) as f:
         data = f.read()
     ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
@@ -100,7 +102,9 @@ def trained_fmnist():
     mean, std = 0.2860, 0.3530  # Fashion-MNIST pixel statistics (train set)
 
     def load(prefix, n):
-        x = torch.tensor(_read_idx(f"{FMNIST}/{prefix}-images-idx3-ubyte.gz")[:n], dtype=torch.float32)
+        x = torch.tensor(
+            _read_idx(f"{FMNIST}/{prefix}-images-idx3-ubyte.gz")[:n], dtype=torch.float32
+        )
         y = torch.tensor(_read_idx(f"{FMNIST}/{prefix}-labels-idx1-ubyte.gz")[:n]).long()
         return ((x / 255 - mean) / std)[:, None], y
 
@@ -111,16 +115,26 @@ def trained_fmnist():
     try:
         torch.manual_seed(0)
         model = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 16, 3, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(16, 10),
         )
         opt = torch.optim.Adam(model.parameters(), lr=0.01)
         for _ in range(3):
             perm = torch.randperm(len(x))
             for i in range(0, len(x), 50):
-                batch = perm[i:i + 50]
+                batch = perm[i : i + 50]
                 loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
                 opt.zero_grad()
                 loss.backward()

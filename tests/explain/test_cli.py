@@ -1,5 +1,5 @@
-"""``cnnlab explain`` end to end on runs made by ``cnnlab train`` from small data sets written here in
-the real formats (Fashion-MNIST IDX, CIFAR-10 pickles). Probabilities in the JSON are checked
+"""``cnnlab explain`` end to end on runs made by ``cnnlab train`` from small data sets written here
+in the real formats (Fashion-MNIST IDX, CIFAR-10 pickles). Probabilities in the JSON are checked
 against the run's model evaluated here; pictures are checked to exist and be PNGs."""
 
 import gzip
@@ -18,8 +18,11 @@ CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 
 
 def _idx(array):
-    return struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(
-        f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
+    return (
+        struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
+        + struct.pack(f">{array.ndim}I", *array.shape)
+        + array.astype(np.uint8).tobytes()
+    )
 
 
 def _write_fmnist(folder, rng, n_train=100, n_test=12):
@@ -28,7 +31,7 @@ def _write_fmnist(folder, rng, n_train=100, n_test=12):
         labels = np.arange(n) % 10
         images = rng.integers(0, 80, (n, 28, 28)).astype(np.uint8)
         for i, c in enumerate(labels):  # learnable: class c is a bright bar at rows 2c..2c+2
-            images[i, 2 * c + 2:2 * c + 5, 4:24] = 220
+            images[i, 2 * c + 2 : 2 * c + 5, 4:24] = 220
         (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx(images)))
         (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx(labels)))
 
@@ -45,11 +48,32 @@ def _write_cifar(folder, rng, per_batch=20):
 
 def _train(tmp, dataset, data_dir, model):
     out = tmp / f"run-{dataset}"
-    status = main([
-        "train", "--model", model, "--dataset", dataset, "--width", "0.25",
-        "--data-dir", str(data_dir), "--cache-dir", str(tmp / "cache"), "--epochs", "1",
-        "--batch-size", "16", "--val-fraction", "0", "--device", "cpu", "--quiet", "--out", str(out),
-    ])
+    status = main(
+        [
+            "train",
+            "--model",
+            model,
+            "--dataset",
+            dataset,
+            "--width",
+            "0.25",
+            "--data-dir",
+            str(data_dir),
+            "--cache-dir",
+            str(tmp / "cache"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--val-fraction",
+            "0",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
     assert status == 0
     return out
 
@@ -62,8 +86,10 @@ def runs(tmp_path_factory):
     _write_cifar(tmp / "cifar-10-batches-py", rng)
     return {
         "fmnist": (_train(tmp, "fashion-mnist", tmp / "fmnist", "simple_cnn"), tmp / "fmnist"),
-        "cifar": (_train(tmp, "cifar10", tmp / "cifar-10-batches-py", "resnet20"),
-                  tmp / "cifar-10-batches-py"),
+        "cifar": (
+            _train(tmp, "cifar10", tmp / "cifar-10-batches-py", "resnet20"),
+            tmp / "cifar-10-batches-py",
+        ),
         "tmp": tmp,
     }
 
@@ -87,15 +113,17 @@ def _is_png(path):
 def test_explain_dataset_indexes(runs, capsys):
     run_dir, data_dir = runs["fmnist"]
     out = runs["tmp"] / "out-fm"
-    assert main(["explain", "--checkpoint", str(run_dir), "--images", "test:0-2,5",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["explain", "--checkpoint", str(run_dir), "--images", "test:0-2,5", "--out", str(out)])
+        == 0
+    )
     printed = capsys.readouterr().out
     report = json.loads((out / "explain.json").read_text())
     assert f"layer: {report['layer']} (the last conv block, found automatically" in printed
     assert report["method"] == "gradcam" and not report["layer_given"]
     assert [r["source"] for r in report["images"]] == ["test:0", "test:1", "test:2", "test:5"]
     probs, labels = _expected_probabilities(run_dir, data_dir, "fashion-mnist", [0, 1, 2, 5])
-    for r, p, label in zip(report["images"], probs, labels):
+    for r, p, label in zip(report["images"], probs, labels, strict=True):
         np.testing.assert_allclose(r["probabilities"], p, rtol=0, atol=2e-6)
         assert r["predicted"] == r["target"] == int(p.argmax())  # default: the prediction
         assert r["second_target"] == int(np.argsort(-p)[1])
@@ -108,11 +136,36 @@ def test_image_files_class_names_and_options_on_cifar(runs, capsys):
     run_dir, _ = runs["cifar"]
     out = runs["tmp"] / "out-cifar"
     photo = runs["tmp"] / "photo.png"
-    Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 50, 3)).astype(np.uint8)).save(photo)
-    assert main(["explain", "--checkpoint", str(run_dir), "--images", "3", str(photo),
-                 "--method", "gradcam++", "--target", "Cat", "--second-target", "9",
-                 "--layer", "features.2", "--cmap", "viridis", "--alpha", "0.3",
-                 "--out", str(out)]) == 0
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 50, 3)).astype(np.uint8)).save(
+        photo
+    )
+    assert (
+        main(
+            [
+                "explain",
+                "--checkpoint",
+                str(run_dir),
+                "--images",
+                "3",
+                str(photo),
+                "--method",
+                "gradcam++",
+                "--target",
+                "Cat",
+                "--second-target",
+                "9",
+                "--layer",
+                "features.2",
+                "--cmap",
+                "viridis",
+                "--alpha",
+                "0.3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert f"note: resized {photo} from 50x40 to 32x32 (the model's input size)" in printed
     report = json.loads((out / "explain.json").read_text())
@@ -129,8 +182,22 @@ def test_image_files_class_names_and_options_on_cifar(runs, capsys):
 def test_every_method_writes_its_picture(runs, method):
     run_dir, _ = runs["cifar"]
     out = runs["tmp"] / f"out-{method}"
-    assert main(["explain", "--checkpoint", str(run_dir), "--images", "test:7",
-                 "--method", method, "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                "--checkpoint",
+                str(run_dir),
+                "--images",
+                "test:7",
+                "--method",
+                method,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "explain.json").read_text())
     assert report["images"][0]["files"]["method"] == f"00_test7_{method}.png"
     assert _is_png(out / f"00_test7_{method}.png") and _is_png(out / "00_test7_figure.png")
@@ -139,8 +206,23 @@ def test_every_method_writes_its_picture(runs, method):
 def test_sanity_command(runs, capsys):
     run_dir, _ = runs["fmnist"]
     out = runs["tmp"] / "out-sanity"
-    assert main(["explain", "sanity", "--checkpoint", str(run_dir), "--images", "test:0-3",
-                 "--steps", "4", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                "sanity",
+                "--checkpoint",
+                str(run_dir),
+                "--images",
+                "test:0-3",
+                "--steps",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "deletion AUC (lower is better)" in printed
     report = json.loads((out / "sanity.json").read_text(), parse_constant=pytest.fail)
@@ -150,10 +232,17 @@ def test_sanity_command(runs, capsys):
     model = load_run(run_dir).model
     last_linear = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)][-1]
     assert cascade["stages"][0] == "original" and cascade["stages"][1] == last_linear
-    assert report["layer"] == model.target_layer or report["layer"].startswith(model.target_layer + ".")
+    assert report["layer"] == model.target_layer or report["layer"].startswith(
+        model.target_layer + "."
+    )
     assert cascade["scores"]["gradcam"]["abs"]["spearman"]["mean"][0] == pytest.approx(1.0)
     assert set(report["faithfulness"]["mean_auc"]["deletion"]) == {
-        "gradcam", "gradcam++", "guided", "guided-gradcam", "random"}
+        "gradcam",
+        "gradcam++",
+        "guided",
+        "guided-gradcam",
+        "random",
+    }
     assert len(report["faithfulness"]["fractions"]) == 5
     for name in ("cascade.png", "cascade_maps.png", "deletion_insertion.png"):
         assert _is_png(out / name)
@@ -162,8 +251,14 @@ def test_sanity_command(runs, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--images", "test:12"], "index 12 is out of range: the fashion-mnist test set has 12 images"),
-        (["--images", "0", "--target", "cat"], "--target 'cat' is not a class; choose an index or one of: T-shirt/top"),
+        (
+            ["--images", "test:12"],
+            "index 12 is out of range: the fashion-mnist test set has 12 images",
+        ),
+        (
+            ["--images", "0", "--target", "cat"],
+            "--target 'cat' is not a class; choose an index or one of: T-shirt/top",
+        ),
         (["--images", "0", "--target", "10"], "--target 10 is out of range"),
         (["--images", "nothere.png"], "image file nothere.png does not exist"),
         (["--images", "zero"], "'zero' is neither an image file nor a data-set index"),
@@ -174,13 +269,27 @@ def test_sanity_command(runs, capsys):
 )
 def test_user_errors_are_one_line(runs, argv, message, capsys):
     run_dir, _ = runs["fmnist"]
-    status = main(["explain", "--checkpoint", str(run_dir), "--out", str(runs["tmp"] / "err"), *argv])
+    status = main(
+        ["explain", "--checkpoint", str(run_dir), "--out", str(runs["tmp"] / "err"), *argv]
+    )
     err = capsys.readouterr().err
     assert status == 2
     assert err.startswith("cnnlab: error: ") and message in err and err.count("\n") == 1
 
 
 def test_not_a_run_folder(tmp_path, capsys):
-    assert main(["explain", "--checkpoint", str(tmp_path), "--images", "0",
-                 "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "explain",
+                "--checkpoint",
+                str(tmp_path),
+                "--images",
+                "0",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "not a cnnlab run folder" in capsys.readouterr().err

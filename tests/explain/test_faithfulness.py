@@ -16,9 +16,13 @@ from cnnlab.explain.faithfulness import baseline_image, deletion_insertion, plot
 
 def _tiny_model():
     torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 5 * 6, 3)
-    ).double().eval()
+    return (
+        nn.Sequential(
+            nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 5 * 6, 3)
+        )
+        .double()
+        .eval()
+    )
 
 
 def _curve_by_hand(model, image, start, end, saliency, target, steps):
@@ -43,22 +47,41 @@ def test_curves_and_auc_follow_the_documented_procedure():
     saliency[0, 0, :3] = saliency[0, 0, 3]  # ties: lower flat index first
     steps = 7  # 30 pixels in 7 steps: uneven step sizes, rounded
     result = deletion_insertion(
-        model, x, {"map": saliency}, [2, 0], steps=steps,
-        deletion_baseline="mean", insertion_baseline="zeros", batch_size=3,
+        model,
+        x,
+        {"map": saliency},
+        [2, 0],
+        steps=steps,
+        deletion_baseline="mean",
+        insertion_baseline="zeros",
+        batch_size=3,
     )
     assert result.fractions == pytest.approx(np.linspace(0, 1, steps + 1).tolist())
     means = x.mean(dim=(2, 3), keepdim=True).expand_as(x)
     for i, target in enumerate([2, 0]):
         deletion = _curve_by_hand(model, x[i], x[i], means[i], saliency[i], target, steps)
-        insertion = _curve_by_hand(model, x[i], torch.zeros_like(x[i]), x[i], saliency[i], target, steps)
-        np.testing.assert_allclose(result.curves["deletion"]["map"][i], deletion, rtol=0, atol=1e-12)
-        np.testing.assert_allclose(result.curves["insertion"]["map"][i], insertion, rtol=0, atol=1e-12)
+        insertion = _curve_by_hand(
+            model, x[i], torch.zeros_like(x[i]), x[i], saliency[i], target, steps
+        )
+        np.testing.assert_allclose(
+            result.curves["deletion"]["map"][i], deletion, rtol=0, atol=1e-12
+        )
+        np.testing.assert_allclose(
+            result.curves["insertion"]["map"][i], insertion, rtol=0, atol=1e-12
+        )
         # AUC: trapezoid rule on [0, 1], written out.
         auc = sum((deletion[s] + deletion[s + 1]) / 2 / steps for s in range(steps))
         assert result.auc["deletion"]["map"][i] == pytest.approx(auc, abs=1e-12)
     # The random order is a permutation that depends on the seed only.
-    again = deletion_insertion(model, x, {"map": saliency}, [2, 0], steps=steps,
-                               deletion_baseline="mean", insertion_baseline="zeros")
+    again = deletion_insertion(
+        model,
+        x,
+        {"map": saliency},
+        [2, 0],
+        steps=steps,
+        deletion_baseline="mean",
+        insertion_baseline="zeros",
+    )
     assert again.curves["deletion"]["random"] == result.curves["deletion"]["random"]
     json.dumps(result.to_json(), allow_nan=False)
 
@@ -66,9 +89,17 @@ def test_curves_and_auc_follow_the_documented_procedure():
 def test_blur_baseline_equals_scipy_gaussian_filter():
     x = torch.rand(2, 3, 28, 28, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     ours = baseline_image(x, "blur").numpy()
-    # Kernel 11 = radius 5 = truncate 1.0 * sigma 5; torchvision's "reflect" padding is scipy's "mirror".
-    ref = np.stack([[gaussian_filter(x[n, c].numpy(), sigma=5.0, truncate=1.0, mode="mirror")
-                     for c in range(3)] for n in range(2)])
+    # Kernel 11 = radius 5 = truncate 1.0 * sigma 5; torchvision's "reflect" padding is what
+    # scipy calls "mirror".
+    ref = np.stack(
+        [
+            [
+                gaussian_filter(x[n, c].numpy(), sigma=5.0, truncate=1.0, mode="mirror")
+                for c in range(3)
+            ]
+            for n in range(2)
+        ]
+    )
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-6)
     assert baseline_image(x[..., :6, :6], "blur").shape == (2, 3, 6, 6)  # kernel shrinks to fit
     with pytest.raises(UserError, match="unknown baseline"):
@@ -95,7 +126,11 @@ def test_gradcam_beats_random_order_on_a_trained_model(trained_fmnist, tmp_path)
     assert result.mean_auc("insertion", "gradcam") > result.mean_auc("insertion", "random") + 0.02
     # Endpoints: deletion starts at p(x) and insertion ends there.
     p = torch.softmax(model(x), dim=1).gather(1, torch.tensor(result.targets)[:, None])[:, 0]
-    np.testing.assert_allclose(np.array(result.curves["deletion"]["gradcam"])[:, 0], p.detach(), atol=1e-6)
-    np.testing.assert_allclose(np.array(result.curves["insertion"]["random"])[:, -1], p.detach(), atol=1e-6)
+    np.testing.assert_allclose(
+        np.array(result.curves["deletion"]["gradcam"])[:, 0], p.detach(), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        np.array(result.curves["insertion"]["random"])[:, -1], p.detach(), atol=1e-6
+    )
     plot_curves(result).savefig(tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 10_000

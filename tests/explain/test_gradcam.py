@@ -29,7 +29,7 @@ def _per_image_gradients(net, x, targets):
     """dy_{c_n} / dA for each image on its own (no batching), (N, K, h, w)."""
     grads, acts = [], []
     for n, c in enumerate(targets):
-        a, head = _layer_output_and_head(net, x[n:n + 1])
+        a, head = _layer_output_and_head(net, x[n : n + 1])
         a = a.detach().requires_grad_(True)
         (g,) = torch.autograd.grad(head(a)[0, c], a)
         grads.append(g)
@@ -141,7 +141,7 @@ def test_gradcam_matches_pytorch_grad_cam_after_scaling(net, images):
 
 
 def _bilinear_by_hand(m, out_h, out_w):
-    """align_corners=False bilinear: output pixel centre (i + 0.5) maps to input (i + 0.5) * s - 0.5."""
+    """align_corners=False bilinear: output pixel i samples input coordinate (i + 0.5) * s - 0.5."""
     in_h, in_w = m.shape
     out = np.zeros((out_h, out_w))
     for i in range(out_h):
@@ -152,8 +152,10 @@ def _bilinear_by_hand(m, out_h, out_w):
             y1, x1 = min(y0 + 1, in_h - 1), min(x0 + 1, in_w - 1)
             dy, dx = y - y0, x - x0
             out[i, j] = (
-                m[y0, x0] * (1 - dy) * (1 - dx) + m[y0, x1] * (1 - dy) * dx
-                + m[y1, x0] * dy * (1 - dx) + m[y1, x1] * dy * dx
+                m[y0, x0] * (1 - dy) * (1 - dx)
+                + m[y0, x1] * (1 - dy) * dx
+                + m[y1, x0] * dy * (1 - dx)
+                + m[y1, x1] * dy * dx
             )
     return out
 
@@ -224,7 +226,9 @@ def test_mixed_batch_equals_each_image_alone(net, images):
     targets = [3, 0, 0, 4]
     for cls in (GradCAM, GradCAMPlusPlus):
         batch = cls(net, "conv3").compute(images, targets)
-        alone = torch.cat([cls(net, "conv3").compute(images[n:n + 1], [t]) for n, t in enumerate(targets)])
+        alone = torch.cat(
+            [cls(net, "conv3").compute(images[n : n + 1], [t]) for n, t in enumerate(targets)]
+        )
         torch.testing.assert_close(batch, alone, rtol=0, atol=TOL)
 
 
@@ -263,7 +267,9 @@ def test_bad_layers_raise_user_error(net, images):
         GradCAM(net, "classifier").compute(images)
     with pytest.raises(UserError, match=r"\(N, C, H, W\)"):
         GradCAM(net, "conv3").compute(images[0])
-    with pytest.raises(UserError, match="images are torch.float32 but the model's parameters are torch.float64"):
+    with pytest.raises(
+        UserError, match="images are torch.float32 but the model's parameters are torch.float64"
+    ):
         GradCAM(net, "conv3").compute(images.float())
 
 
@@ -379,9 +385,16 @@ def test_default_layer_is_the_last_conv_block():
     assert default_target_layer(mobilenet_v2(num_classes=3), x) == "features.18"
     # A VGG-style stack ending in max-pooling: the ReLU of the last conv (pre-pooling map).
     vgg = nn.Sequential(
-        nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                      nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)),
-        nn.Flatten(), nn.Linear(4 * 16 * 16, 3),
+        nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(4, 4, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        ),
+        nn.Flatten(),
+        nn.Linear(4 * 16 * 16, 3),
     )
     assert default_target_layer(vgg, x) == "0.4"
     cam = GradCAM(vgg)  # resolved on the first call

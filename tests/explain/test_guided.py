@@ -64,8 +64,13 @@ class _GuidedClampByHand(nn.Module):
 def _relu6_net(act):
     torch.manual_seed(4)
     return nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), act(), nn.Conv2d(6, 6, 3, padding=1), act(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4),
+        nn.Conv2d(3, 6, 3, padding=1),
+        act(),
+        nn.Conv2d(6, 6, 3, padding=1),
+        act(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 4),
     ).double()
 
 
@@ -121,9 +126,11 @@ def test_guided_gradcam_equals_captum_bilinear(net, images):
     with GuidedGradCAM(net, "conv3") as ggc:
         ours = ggc.compute(images, targets)
         assert torch.equal(ggc.targets, torch.tensor(targets))
-    ref = CaptumGuidedGradCam(net, net.conv3).attribute(
-        images.clone().requires_grad_(True), targets, interpolate_mode="bilinear"
-    ).detach()
+    ref = (
+        CaptumGuidedGradCam(net, net.conv3)
+        .attribute(images.clone().requires_grad_(True), targets, interpolate_mode="bilinear")
+        .detach()
+    )
     torch.testing.assert_close(ours, ref, rtol=0, atol=TOL)
     # ... and is the product of the two parts as documented.
     cam = GradCAM(net, "conv3").compute(images, targets, normalize=False)

@@ -15,8 +15,10 @@ def test_overlay_is_the_documented_blend(rng):
     for cmap, alpha in (("jet", 0.5), ("viridis", 0.3), ("inferno", 1.0)):
         colored = matplotlib.colormaps[cmap](heat)[..., :3]
         np.testing.assert_allclose(
-            overlay(image, heat, cmap=cmap, alpha=alpha), (1 - alpha) * image + alpha * colored,
-            rtol=0, atol=1e-12,
+            overlay(image, heat, cmap=cmap, alpha=alpha),
+            (1 - alpha) * image + alpha * colored,
+            rtol=0,
+            atol=1e-12,
         )
     gray = rng.random((6, 5))
     np.testing.assert_allclose(overlay(gray, heat, alpha=0.0), np.repeat(gray[..., None], 3, 2))
@@ -51,14 +53,20 @@ def test_guided_to_image_centres_grey_and_keeps_sign():
 
 def test_course_figure_layout_and_titles(rng, tmp_path):
     fig = course_figure(
-        rng.random((8, 8, 3)), [rng.standard_normal((3, 8, 8))] * 2, [rng.random((8, 8))] * 2,
-        ["cat", "dog"], [0.83, 0.11], predicted="cat",
+        rng.random((8, 8, 3)),
+        [rng.standard_normal((3, 8, 8))] * 2,
+        [rng.random((8, 8))] * 2,
+        ["cat", "dog"],
+        [0.83, 0.11],
+        predicted="cat",
     )
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == [
         "original\npredicted: cat",
-        "Guided Backprop\ncat (p=0.83)", "Grad-CAM\ncat (p=0.83)",
-        "Guided Backprop\ndog (p=0.11)", "Grad-CAM\ndog (p=0.11)",
+        "Guided Backprop\ncat (p=0.83)",
+        "Grad-CAM\ncat (p=0.83)",
+        "Guided Backprop\ndog (p=0.11)",
+        "Grad-CAM\ndog (p=0.11)",
     ]
     path = save_figure(fig, tmp_path / "sub" / "fig.png")
     assert path.stat().st_size > 5_000

@@ -40,9 +40,11 @@ def test_default_layer_gives_the_models_declared_gradcam(name):
     # Same tensor: the declared stage or its last block (e.g. features.3 vs features.3.2).
     assert layer == declared or layer.startswith(declared + ".")
     ours = GradCAM(model).compute(x, targets, upsample=False, normalize=False)
-    ref = LayerGradCam(model, model.get_submodule(declared)).attribute(
-        x, targets, relu_attributions=True
-    )[:, 0].detach()
+    ref = (
+        LayerGradCam(model, model.get_submodule(declared))
+        .attribute(x, targets, relu_attributions=True)[:, 0]
+        .detach()
+    )
     atol = 1e-5 * float(ref.abs().max()) if name in FLOAT32 else 1e-6
     torch.testing.assert_close(ours, ref, rtol=0, atol=atol)
     assert ref.abs().max() > 0

@@ -82,10 +82,16 @@ def test_scores_are_spearman_and_ssim_of_the_documented_maps(trained_fmnist, cas
         return (m - m.min()) / (m.max() - m.min()) if m.max() > m.min() else np.zeros_like(m)
 
     for method in ("gradcam", "guided"):
-        rho = [0.0 if b[method][n].max() == b[method][n].min() else
-               spearmanr(a[method][n].ravel(), b[method][n].ravel()).statistic for n in range(16)]
-        ssim = [structural_similarity(minmax(a[method][n]), minmax(b[method][n]), data_range=1.0)
-                for n in range(16)]
+        rho = [
+            0.0
+            if b[method][n].max() == b[method][n].min()
+            else spearmanr(a[method][n].ravel(), b[method][n].ravel()).statistic
+            for n in range(16)
+        ]
+        ssim = [
+            structural_similarity(minmax(a[method][n]), minmax(b[method][n]), data_range=1.0)
+            for n in range(16)
+        ]
         entry = cascade.scores[method]["abs"]
         np.testing.assert_allclose(entry["spearman"]["per_image"][1], rho, rtol=0, atol=1e-5)
         np.testing.assert_allclose(entry["ssim"]["per_image"][1], ssim, rtol=0, atol=1e-5)
@@ -108,9 +114,12 @@ def test_cascade_is_reproducible_and_json_ready(trained_fmnist, cascade, tmp_pat
     fig.savefig(tmp_path / "cascade.png")
     assert (tmp_path / "cascade.png").stat().st_size > 10_000
     assert len(cascade.examples["guided/abs"]) == len(cascade.stages)
-    np.testing.assert_allclose(cascade.examples["gradcam/abs"][0],
-                               GradCAM(model).compute(x[:1], cascade.targets[0], normalize=False)[0],
-                               rtol=0, atol=1e-6)  # float32: batch of 16 vs one image
+    np.testing.assert_allclose(
+        cascade.examples["gradcam/abs"][0],
+        GradCAM(model).compute(x[:1], cascade.targets[0], normalize=False)[0],
+        rtol=0,
+        atol=1e-6,
+    )  # float32: batch of 16 vs one image
     plot_cascade_maps(cascade, x[0, 0].numpy()).savefig(tmp_path / "maps.png")
     assert (tmp_path / "maps.png").stat().st_size > 5_000
 

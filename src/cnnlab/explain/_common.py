@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Union
 
 import numpy as np
 import torch
@@ -14,7 +13,7 @@ from cnnlab.errors import UserError
 
 # What callers may pass as ``targets``: None (each image's predicted class), one class for every
 # image, or one class per image.
-Targets = Union[None, int, Sequence[int], Tensor, np.ndarray]
+Targets = None | int | Sequence[int] | Tensor | np.ndarray
 
 
 @contextmanager
@@ -24,7 +23,8 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     Explanations describe the model as it predicts: BatchNorm uses its running statistics (so an
     image's map does not depend on the other images in the batch, and running statistics are never
     updated by an explanation) and dropout is off. Flags are restored module by module, so a model
-    in a mixed state (say BatchNorm frozen in eval inside a model in train mode) comes back as it was.
+    in a mixed state (say BatchNorm frozen in eval inside a model in train mode) comes back as it
+    was.
     """
     flags = [(module, module.training) for module in model.modules()]
     model.eval()
@@ -92,11 +92,15 @@ def resolve_targets(targets: Targets, logits: Tensor) -> Tensor:
         t = torch.full((n,), int(targets), dtype=torch.long)
     else:
         try:
-            t = torch.as_tensor(np.asarray(targets.cpu() if isinstance(targets, Tensor) else targets))
+            t = torch.as_tensor(
+                np.asarray(targets.cpu() if isinstance(targets, Tensor) else targets)
+            )
         except (TypeError, ValueError) as exc:
             raise UserError(f"targets must be class indexes, got {targets!r}") from exc
         if t.ndim != 1:
-            raise UserError(f"targets must be one class index per image (N,), got shape {tuple(t.shape)}")
+            raise UserError(
+                f"targets must be one class index per image (N,), got shape {tuple(t.shape)}"
+            )
         if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
             raise UserError(f"targets must be integer class indexes, got dtype {t.dtype}")
         if t.numel() != n:

@@ -71,7 +71,8 @@ class BaseCAM(Explainer):
             x: images ``(N, C, H, W)`` (moved to the model's device).
             targets: None for each image's predicted class, an int for the same class for all
                 images, or one class index per image (length N).
-            upsample: bilinear-upsample the maps to ``(H, W)`` (:func:`cnnlab.explain.maps.upsample`).
+            upsample: bilinear-upsample the maps to ``(H, W)``
+                (:func:`cnnlab.explain.maps.upsample`).
             normalize: per-image min-max to [0, 1], constant maps to 0
                 (:func:`cnnlab.explain.maps.normalize`).
 
@@ -142,4 +143,6 @@ class BaseCAM(Explainer):
             handle.remove()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(model={type(self.model).__name__}, layer={self.layer_name!r})"
+        return (
+            f"{type(self).__name__}(model={type(self.model).__name__}, layer={self.layer_name!r})"
+        )

@@ -1,4 +1,4 @@
-"""Faithfulness by deletion and insertion curves (Petsiuk, Das, Saenko, BMVC 2018, arXiv:1806.07421).
+"""Faithfulness by deletion and insertion curves (Petsiuk, Das, Saenko, BMVC 2018, 1806.07421).
 
 A faithful saliency map ranks first the pixels the model needs. For each image and its target
 class c, pixels are taken in order of decreasing saliency (ties: lower flat index first), in
@@ -51,17 +51,22 @@ def baseline_image(x: Tensor, kind: str) -> Tensor:
 
 
 def _probability_curve(
-    model: nn.Module, start: Tensor, end: Tensor, order: Tensor, target: int, steps: int,
+    model: nn.Module,
+    start: Tensor,
+    end: Tensor,
+    order: Tensor,
+    target: int,
+    steps: int,
     batch_size: int,
 ) -> np.ndarray:
-    """p(target) as the pixels ``order`` of one image go from ``start`` to ``end``, ``(steps+1,)``."""
+    """p(target) as the pixels ``order`` of one image go from ``start`` to ``end``: (steps + 1,)."""
     _, h, w = start.shape
     counts = torch.round(torch.linspace(0, h * w, steps + 1)).long()  # pixels changed per step
     rank = torch.empty_like(order)
     rank[order] = torch.arange(order.numel(), device=order.device)  # rank of each pixel
     probs = []
     for s in range(0, steps + 1, batch_size):
-        k = counts[s:s + batch_size].to(order.device)
+        k = counts[s : s + batch_size].to(order.device)
         changed = (rank[None, :] < k[:, None]).view(-1, 1, h, w)  # (B, 1, H, W)
         batch = torch.where(changed, end[None], start[None])  # (B, C, H, W)
         probs.append(torch.softmax(model(batch), dim=1)[:, target].double().cpu())
@@ -126,13 +131,17 @@ def deletion_insertion(
         if name == "random":
             raise UserError("'random' is the name of the reference order; rename the saliency map")
     generator = torch.Generator().manual_seed(seed)
-    orders = {name: torch.argsort(-m.reshape(n, -1).to(x.device), dim=1, stable=True)
-              for name, m in saliency.items()}
+    orders = {
+        name: torch.argsort(-m.reshape(n, -1).to(x.device), dim=1, stable=True)
+        for name, m in saliency.items()
+    }
     orders["random"] = torch.stack([torch.randperm(h * w, generator=generator) for _ in range(n)])
 
     result = FaithfulnessResult(
-        fractions=np.linspace(0.0, 1.0, steps + 1).tolist(), targets=[],
-        baselines={"deletion": deletion_baseline, "insertion": insertion_baseline}, seed=seed,
+        fractions=np.linspace(0.0, 1.0, steps + 1).tolist(),
+        targets=[],
+        baselines={"deletion": deletion_baseline, "insertion": insertion_baseline},
+        seed=seed,
     )
     with torch.no_grad(), eval_mode(model):
         fixed = resolve_targets(targets, model(x))
@@ -141,11 +150,20 @@ def deletion_insertion(
         empty = baseline_image(x, insertion_baseline)  # what insertion starts from
         for kind, start, end in (("deletion", x, deleted), ("insertion", empty, x)):
             for name, order in orders.items():
-                curves = np.stack([
-                    _probability_curve(model, start[i], end[i], order[i].to(x.device),
-                                       int(fixed[i]), steps, batch_size)
-                    for i in range(n)
-                ])
+                curves = np.stack(
+                    [
+                        _probability_curve(
+                            model,
+                            start[i],
+                            end[i],
+                            order[i].to(x.device),
+                            int(fixed[i]),
+                            steps,
+                            batch_size,
+                        )
+                        for i in range(n)
+                    ]
+                )
                 result.curves.setdefault(kind, {})[name] = curves.tolist()
                 auc = np.trapezoid(curves, dx=1.0 / steps, axis=1)
                 result.auc.setdefault(kind, {})[name] = auc.tolist()
@@ -156,12 +174,18 @@ def plot_curves(result: FaithfulnessResult) -> Figure:
     """Mean deletion and insertion curves per ordering, with the mean AUC in the legend."""
     fig = Figure(figsize=(10, 3.8), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
-    for ax, kind, better in zip(axes, ("deletion", "insertion"), ("lower", "higher")):
+    for ax, kind, better in zip(axes, ("deletion", "insertion"), ("lower", "higher"), strict=True):
         for name, curves in result.curves[kind].items():
             style = {"color": "grey", "ls": "--"} if name == "random" else {}
-            ax.plot(result.fractions, np.mean(curves, axis=0), **style,
-                    label=f"{name} (AUC {result.mean_auc(kind, name):.3f})")
-        ax.set_title(f"{kind} ({result.baselines[kind]} baseline): {better} AUC is better", fontsize=9)
+            ax.plot(
+                result.fractions,
+                np.mean(curves, axis=0),
+                **style,
+                label=f"{name} (AUC {result.mean_auc(kind, name):.3f})",
+            )
+        ax.set_title(
+            f"{kind} ({result.baselines[kind]} baseline): {better} AUC is better", fontsize=9
+        )
         ax.set_xlabel("fraction of pixels " + ("removed" if kind == "deletion" else "inserted"))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

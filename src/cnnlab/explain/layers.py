@@ -34,14 +34,22 @@ def resolve_layer(model: nn.Module, layer: nn.Module | str) -> tuple[str, nn.Mod
             if module is layer:
                 return name, module
         if layer is model:
-            raise UserError("the target layer must be a submodule of the model, not the model itself")
+            raise UserError(
+                "the target layer must be a submodule of the model, not the model itself"
+            )
         raise UserError(f"the target layer {type(layer).__name__} is not a submodule of the model")
-    raise UserError(f"target layer must be an nn.Module or a dotted name, got {type(layer).__name__}")
+    raise UserError(
+        f"target layer must be an nn.Module or a dotted name, got {type(layer).__name__}"
+    )
 
 
 # Pooling ends the feature map even when it keeps the size (a 1x1 map into global pooling).
 _POOLING = (
-    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.LPPool2d,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.LPPool2d,
 )
 
 
@@ -62,6 +70,7 @@ def _trace_calls(model: nn.Module, x: Tensor) -> tuple[list[_Call], dict[str, in
         def record(module: nn.Module, inputs: object, output: object) -> None:
             calls.append(_Call(name, module, output))
             counts[name] = counts.get(name, 0) + 1
+
         return record
 
     try:
@@ -82,11 +91,11 @@ def default_target_layer(model: nn.Module, example: Tensor) -> str:
     One forward pass of ``example`` (eval mode, no gradients) records every submodule call. From
     the last ``Conv2d`` that runs, the output is followed while it keeps that conv's spatial size
     (BatchNorm, activation, residual addition, end of the block); the result is the final feature
-    map before pooling or flattening (a pooling layer ends it even if it keeps the size). The layer returned is the innermost container that outputs
-    exactly that tensor and runs once (``features.18`` in MobileNetV2, ``layer4.1`` in ResNet-18),
-    or, when no container does (a VGG ``features`` ending in max-pooling), the last plain layer
-    that does (its ReLU). So the default map is the rectified feature map of the last conv block,
-    as in the Grad-CAM paper.
+    map before pooling or flattening (a pooling layer ends it even if it keeps the size). The layer
+    returned is the innermost container that outputs exactly that tensor and runs once
+    (``features.18`` in MobileNetV2, ``layer4.1`` in ResNet-18), or, when no container does (a VGG
+    ``features`` ending in max-pooling), the last plain layer that does (its ReLU). So the default
+    map is the rectified feature map of the last conv block, as in the Grad-CAM paper.
 
     Args:
         model: the classifier.
@@ -112,7 +121,7 @@ def default_target_layer(model: nn.Module, example: Tensor) -> str:
             break
         end = i
     final = calls[end].output
-    producers = [c for c in calls[start:end + 1] if c.output is final and counts[c.name] == 1]
+    producers = [c for c in calls[start : end + 1] if c.output is final and counts[c.name] == 1]
     containers = [c for c in producers if any(True for _ in c.module.children())]
     if containers:
         return containers[0].name  # containers complete after their children: first = innermost

@@ -32,7 +32,9 @@ def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
         raise UserError(f"maps must have shape (N, h, w), got {tuple(maps.shape)}")
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
-    return F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+    return F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[
+        :, 0
+    ]
 
 
 def normalize(maps: Tensor) -> Tensor:
@@ -42,7 +44,9 @@ def normalize(maps: Tensor) -> Tensor:
     flat = maps.reshape(maps.shape[0], -1)  # (N, H*W)
     low = flat.min(dim=1, keepdim=True).values
     span = flat.max(dim=1, keepdim=True).values - low
-    tolerance = _CONSTANT_ULPS * torch.finfo(flat.dtype).eps * flat.abs().max(dim=1, keepdim=True).values
+    tolerance = (
+        _CONSTANT_ULPS * torch.finfo(flat.dtype).eps * flat.abs().max(dim=1, keepdim=True).values
+    )
     constant = span <= tolerance
     out = (flat - low) / torch.where(constant, torch.ones_like(span), span)
     return torch.where(constant, torch.zeros_like(out), out).reshape(maps.shape)

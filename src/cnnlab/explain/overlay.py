@@ -122,7 +122,7 @@ def course_figure(
     fig = Figure(figsize=(2.2 * (1 + 2 * k), 2.9), layout="constrained")  # 3-line titles
     axes = fig.subplots(1, 1 + 2 * k)
     _show(axes[0], img, "original" + (f"\npredicted: {predicted}" if predicted else ""))
-    for i, (name, p) in enumerate(zip(class_names, probabilities)):
+    for i, (name, p) in enumerate(zip(class_names, probabilities, strict=True)):
         label = f"{name} (p={p:.2f})"
         _show(axes[1 + 2 * i], guided_to_image(guided[i]), f"Guided Backprop\n{label}")
         _show(axes[2 + 2 * i], overlay(img, cams[i], cmap=cmap, alpha=alpha), f"Grad-CAM\n{label}")

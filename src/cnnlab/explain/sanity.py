@@ -76,11 +76,15 @@ def _reinitialise(module: nn.Module, seed: int) -> None:
         torch.manual_seed(seed)
         fresh.reset_parameters()
     with torch.no_grad():
-        for p, q in zip(module.parameters(recurse=False), fresh.parameters(recurse=False)):
+        for p, q in zip(
+            module.parameters(recurse=False), fresh.parameters(recurse=False), strict=True
+        ):
             p.copy_(q)
 
 
-def _maps(model: nn.Module, x: Tensor, targets: Tensor, layer: str) -> dict[tuple[str, str], np.ndarray]:
+def _maps(
+    model: nn.Module, x: Tensor, targets: Tensor, layer: str
+) -> dict[tuple[str, str], np.ndarray]:
     """The compared maps ``(N, H, W)`` of one model, by (method, variant)."""
     cam = GradCAM(model, layer).compute(x, targets, upsample=True, normalize=False)
     guided = GuidedBackprop(model).compute(x, targets)  # (N, C, H, W)
@@ -125,7 +129,7 @@ class SanityResult:
     seed: int
     scores: dict[str, dict[str, dict[str, dict[str, Any]]]] = field(default_factory=dict)
     excluded: dict[str, int] = field(default_factory=dict)
-    # The first image's maps ``(H, W)`` at every stage, by "method/variant" (for pictures; not JSON).
+    # The first image's maps (H, W) at every stage, by "method/variant" (for pictures; not JSON).
     examples: dict[str, list[np.ndarray]] = field(default_factory=dict, repr=False)
 
     def mean(self, method: str, variant: str, metric: str = "spearman") -> list[float]:
@@ -166,7 +170,9 @@ def cascading_randomization(
         raise UserError(f"{type(model).__name__} has no Conv2d or Linear layer to randomise")
 
     original = _maps(model, x, fixed, layer_name)
-    usable = {key: [n for n in range(len(x)) if not _is_constant(m[n])] for key, m in original.items()}
+    usable = {
+        key: [n for n in range(len(x)) if not _is_constant(m[n])] for key, m in original.items()
+    }
     per_stage: dict[tuple[str, str], dict[str, list[list[float]]]] = {
         key: {"spearman": [], "ssim": []} for key in VARIANTS
     }
@@ -213,7 +219,9 @@ def plot_cascade(result: SanityResult) -> Figure:
     fig = Figure(figsize=(max(7.0, 0.45 * len(result.stages) + 3), 6.4), layout="constrained")
     axes = fig.subplots(2, 1, sharex=True)
     stages = np.arange(len(result.stages))
-    for ax, metric, label in zip(axes, ("spearman", "ssim"), ("Spearman rank correlation", "SSIM")):
+    for ax, metric, label in zip(
+        axes, ("spearman", "ssim"), ("Spearman rank correlation", "SSIM"), strict=True
+    ):
         for key in VARIANTS:
             entry = result.scores[key[0]][key[1]][metric]
             mean, std = np.array(entry["mean"]), np.array(entry["std"])
@@ -243,14 +251,16 @@ def plot_cascade_maps(result: SanityResult, image: np.ndarray | None = None) -> 
     """
     stages = result.stages
     extra = image is not None
-    fig = Figure(figsize=(1.3 * (len(stages) + extra), 1.5 * len(VARIANTS) + 0.6), layout="constrained")
+    fig = Figure(
+        figsize=(1.3 * (len(stages) + extra), 1.5 * len(VARIANTS) + 0.6), layout="constrained"
+    )
     axes = fig.subplots(len(VARIANTS), len(stages) + extra, squeeze=False)
     for row, key in enumerate(VARIANTS):
         maps = result.examples[f"{key[0]}/{key[1]}"]
         if extra:
             axes[row, 0].imshow(image, cmap="gray" if image.ndim == 2 else None)
             axes[row, 0].set_ylabel(_LABELS[key], fontsize=7)
-        for col, (stage, m) in enumerate(zip(stages, maps)):
+        for col, (stage, m) in enumerate(zip(stages, maps, strict=True)):
             ax = axes[row, col + extra]
             ax.imshow(normalize(torch.from_numpy(m[None]))[0].numpy(), cmap="gray", vmin=0, vmax=1)
             if row == 0:
@@ -260,5 +270,7 @@ def plot_cascade_maps(result: SanityResult, image: np.ndarray | None = None) -> 
         for ax in axes[row]:
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle("maps as layers are randomised (left to right); a trustworthy map degrades", fontsize=9)
+    fig.suptitle(
+        "maps as layers are randomised (left to right); a trustworthy map degrades", fontsize=9
+    )
     return fig

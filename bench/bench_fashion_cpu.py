@@ -151,7 +151,8 @@ def main() -> None:
     if args.reference and not args.smoke:
         rows.append(plain_reference(ds))
     load_after = os.getloadavg()
-    print(f"\nFashion-MNIST on {args.threads} CPU threads (load average before {load_before[0]:.1f}, "
+    print(f"\nFashion-MNIST on {args.threads} CPU threads (load average before "
+          f"{load_before[0]:.1f}, "
           f"after {load_after[0]:.1f}); goal: >= 92% test accuracy in <= 180 s.\n"
           "CPU s = processor time used by this process (all threads): on a shared machine it is "
           "the load-independent measure; with 1 thread it is the wall time on an idle core.")

@@ -127,7 +127,8 @@ def plain_loop(ds: Dataset, device: torch.device, epochs: int, batch: int, lr: f
 
 def engine_run(ds: Dataset, device: torch.device, args, *, epochs: int) -> dict:
     cfg = TrainConfig(model="mobilenet_v2_cifar", dataset="cifar10", epochs=epochs,
-                      width=args.width, resolution=args.resolution, batch_size=args.batch_size, lr=args.lr, label_smoothing=args.label_smoothing,
+                      width=args.width, resolution=args.resolution, batch_size=args.batch_size,
+                      lr=args.lr, label_smoothing=args.label_smoothing,
                       weight_decay=args.weight_decay, val_fraction=0, ema=args.ema, tta=args.tta,
                       compile=args.compile or "", device=str(device), amp=args.amp,
                       channels_last=args.amp, seed=args.seed, quiet=True)

@@ -15,7 +15,8 @@ shapes = st.tuples(st.integers(1, 5), st.integers(1, 3), st.integers(3, 12), st.
 
 
 def images(shape, seed=0):
-    return torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
 
 
 @settings(max_examples=30)

@@ -187,7 +187,8 @@ def test_fashion_mnist_missing(tmp_path, rng):
 def test_real_fashion_mnist_matches_published_description(tmp_path):
     """60,000 / 10,000 images of 28x28, 6,000 / 1,000 per class (Xiao et al. 2017)."""
     ds = load_dataset("fashion-mnist", data_dir=FMNIST_SYSTEM, use_cache=False)
-    assert ds.train_images.shape == (60000, 28, 28, 1) and ds.test_images.shape == (10000, 28, 28, 1)
+    assert ds.train_images.shape == (60000, 28, 28, 1)
+    assert ds.test_images.shape == (10000, 28, 28, 1)
     assert np.bincount(ds.train_labels).tolist() == [6000] * 10
     assert np.bincount(ds.test_labels).tolist() == [1000] * 10
 

@@ -164,7 +164,8 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(config, toy, make_model):
 
 
 def test_huge_lr_diverges_with_epoch_and_step(config, toy, make_model):
-    with pytest.raises(TrainingDiverged, match=r"at epoch 1 step \d+/6 .*no checkpoint was written"):
+    with pytest.raises(TrainingDiverged,
+                       match=r"at epoch 1 step \d+/6 .*no checkpoint was written"):
         run(config, toy, make_model, lr=1e12, ema=0.0, label_smoothing=0.0,
             augment="none").fit()
 

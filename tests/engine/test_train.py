@@ -11,7 +11,15 @@ import torch
 
 from cnnlab.cli import main
 from cnnlab.data import load_dataset
-from cnnlab.engine import Callback, Event, Trainer, TrainConfig, TrainingInterrupted, load_run, train
+from cnnlab.engine import (
+    Callback,
+    Event,
+    Trainer,
+    TrainConfig,
+    TrainingInterrupted,
+    load_run,
+    train,
+)
 from cnnlab.errors import DataNotFoundError, UserError
 
 FMNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")

@@ -15,7 +15,15 @@ Example::
     splits.train_images.shape                    # torch.Size([4500, 1, 28, 28]), uint8
 """
 
-from cnnlab.data.augment import AUGMENT_RECIPES, Augment, cutout, hflip, normalize, rotate, translate
+from cnnlab.data.augment import (
+    AUGMENT_RECIPES,
+    Augment,
+    cutout,
+    hflip,
+    normalize,
+    rotate,
+    translate,
+)
 from cnnlab.data.datasets import (
     CIFAR10_CLASSES,
     DATASETS,

@@ -1,4 +1,4 @@
-"""Readers for labelled image collections: CIFAR-10 python pickles and ``{train,test}/<class>/`` trees.
+"""Readers of labelled images: CIFAR-10 python pickles and ``{train,test}/<class>/`` trees.
 
 Both return ``{"train": (images, labels), "test": (images, labels)}`` with images ``(N, H, W, C)``
 uint8 and labels ``(N,)`` int64, plus the class names in label order.

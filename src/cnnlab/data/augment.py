@@ -43,7 +43,7 @@ def hflip(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def _source_index(pos: torch.Tensor, size: int, pad_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Map shifted positions to source pixels: ``(index clamped into range, inside-image mask)``."""
-    if pad_mode == "reflect":  # reflect without repeating the edge pixel, like F.pad(mode="reflect")
+    if pad_mode == "reflect":  # mirror without repeating the edge pixel, as F.pad(mode="reflect")
         pos = torch.where(pos < 0, -pos, pos)
         pos = torch.where(pos > size - 1, 2 * (size - 1) - pos, pos)
         return pos, torch.ones_like(pos, dtype=torch.bool)

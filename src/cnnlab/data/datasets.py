@@ -324,7 +324,8 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None,
         source = find_source(name, target)
     cache_file = None
     if use_cache:
-        cache_file = Path(cache_dir or default_cache_dir()) / f"{name}-{_cache_key(name, source)}.npz"
+        cache_file = (Path(cache_dir or default_cache_dir())
+                      / f"{name}-{_cache_key(name, source)}.npz")
         cached = _read_cache(cache_file, name, spec, source)
         if cached is not None:
             return cached

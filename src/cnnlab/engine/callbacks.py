@@ -114,7 +114,13 @@ class ProgressBar(Callback):
 
     def on_train_begin(self, run: Trainer) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         self._console = Console()
         self._progress = Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(),

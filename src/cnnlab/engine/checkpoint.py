@@ -27,8 +27,9 @@ def derive_seed(seed: int, *keys: int | str) -> int:
     """
     words = [int(seed)]
     for k in keys:
-        words.append(k if isinstance(k, int)
-                     else int.from_bytes(hashlib.blake2b(k.encode(), digest_size=4).digest(), "little"))
+        if isinstance(k, str):  # names become 32-bit words
+            k = int.from_bytes(hashlib.blake2b(k.encode(), digest_size=4).digest(), "little")
+        words.append(k)
     return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
@@ -58,7 +59,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
     except FileNotFoundError:
         raise
     except Exception as exc:  # torch raises RuntimeError / UnpicklingError / EOFError variously
-        raise DataError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from exc
+        raise DataError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc})"
+                        ) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise DataError(f"{path}: not a cnnlab checkpoint of format {FORMAT}")
     return ckpt

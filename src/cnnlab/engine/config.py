@@ -104,6 +104,8 @@ class TrainConfig:
         need(0 <= self.label_smoothing < 1,
              f"label smoothing must be in [0, 1), not {self.label_smoothing}")
         need(0 <= self.ema < 1, f"ema decay must be in [0, 1), not {self.ema}")
+        need(isinstance(self.seed, int) and self.seed >= 0,
+             f"seed must be a non-negative integer, not {self.seed!r}")
         need(self.width > 0, f"width multiplier must be > 0, not {self.width}")
         need(self.resolution > 0, f"resolution multiplier must be > 0, not {self.resolution}")
         need(self.subset is None or self.subset >= 1,
@@ -138,4 +140,5 @@ class TrainConfig:
         theirs = other.to_dict() if isinstance(other, TrainConfig) else dict(other)
         mine = self.to_dict()
         keys = (set(mine) | set(theirs)) - ignore
-        return {k: (mine.get(k), theirs.get(k)) for k in sorted(keys) if mine.get(k) != theirs.get(k)}
+        return {k: (mine.get(k), theirs.get(k)) for k in sorted(keys)
+                if mine.get(k) != theirs.get(k)}

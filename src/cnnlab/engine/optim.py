@@ -72,21 +72,28 @@ class EMA:
         self.decay = decay
         self.updates = 0
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self._source: nn.Module | None = None
+
+    def _pair(self, model: nn.Module) -> None:
+        # The optimiser and BatchNorm update tensors in place, so the pairing of averaged and
+        # live tensors is built once instead of walking two state dicts every step.
+        ema = self.module.state_dict()
+        live = {k: v.detach() for k, v in model.state_dict().items()}
+        self._floats = ([ema[k] for k, v in live.items() if v.dtype.is_floating_point],
+                        [v for v in live.values() if v.dtype.is_floating_point])
+        self._others = [(ema[k], v) for k, v in live.items() if not v.dtype.is_floating_point]
+        self._source = model
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        if model is not self._source:
+            self._pair(model)
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        ema = self.module.state_dict()
-        floats_e, floats_m = [], []
-        for name, value in model.state_dict().items():
-            if value.dtype.is_floating_point:
-                floats_e.append(ema[name])
-                floats_m.append(value.detach())
-            else:
-                ema[name].copy_(value)
         # one fused kernel per dtype group instead of one per tensor
-        torch._foreach_lerp_(floats_e, floats_m, 1.0 - d)
+        torch._foreach_lerp_(*self._floats, 1.0 - d)
+        for e, v in self._others:
+            e.copy_(v)
 
     def state_dict(self) -> dict:
         return {"decay": self.decay, "updates": self.updates, "module": self.module.state_dict()}
@@ -94,4 +101,4 @@ class EMA:
     def load_state_dict(self, state: dict) -> None:
         self.decay = state["decay"]
         self.updates = state["updates"]
-        self.module.load_state_dict(state["module"])
+        self.module.load_state_dict(state["module"])  # copies in place: the pairing stays valid

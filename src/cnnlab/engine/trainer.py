@@ -154,9 +154,8 @@ class Trainer:
                  model: nn.Module | None = None, dataset: Dataset | None = None,
                  log: bool = True) -> None:
         self.config = config.validate()
-        if config.seed < 0:
-            raise UserError(f"seed must be >= 0, not {config.seed}")
         self._wall_start = time.perf_counter()
+        augment = Augment.parse(config.augment, config.dataset)  # bad specs fail before the data
         if model is None:
             from cnnlab import models
 
@@ -187,7 +186,7 @@ class Trainer:
         self.batch_size = min(config.batch_size, n_train)
         self.steps_per_epoch = n_train // self.batch_size
         self.total_steps = self.steps_per_epoch * config.epochs
-        self.augment = Augment.parse(config.augment, config.dataset).scaled(config.resolution)
+        self.augment = augment.scaled(config.resolution)
 
         # model, optimiser, EMA
         if model is None:
@@ -316,7 +315,8 @@ class Trainer:
             self._aug_gen.manual_seed(ckpt_io.derive_seed(cfg.seed, e, "augment"))
             self._new_epoch_accumulators()
             self._fire(Event.EPOCH_BEGIN)
-        shuffle = torch.Generator(device=dev).manual_seed(ckpt_io.derive_seed(cfg.seed, e, "shuffle"))
+        shuffle = torch.Generator(device=dev)
+        shuffle.manual_seed(ckpt_io.derive_seed(cfg.seed, e, "shuffle"))
         perm = torch.randperm(len(sp.train_labels), generator=shuffle, device=dev)
         self.model.train()
         self._session_start = time.perf_counter()
@@ -545,7 +545,8 @@ class Trainer:
         for i, cb in enumerate(self.callbacks):
             if self._cb_key(i) in saved:
                 cb.load_state_dict(saved[self._cb_key(i)])
-        self.epoch, self.step_in_epoch, self.step = state["epoch"], state["step_in_epoch"], state["step"]
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.step_in_epoch = state["step_in_epoch"]
         self.should_stop = state["stopped"]
         self.history = list(state["history"])
         self.best_val_accuracy, self.best_epoch = state["best_val_accuracy"], state["best_epoch"]

@@ -300,6 +300,32 @@ def test_cifar_missing_says_where_and_how(tmp_path):
     assert "--download" in message and "\n" not in message
 
 
+def test_download_uses_torchvision_and_then_reads_the_batches(tmp_path, rng, monkeypatch):
+    """--download calls torchvision's CIFAR10(download=True) (faked here: no internet)."""
+    import torchvision
+
+    calls = []
+
+    class FakeCIFAR10:
+        def __init__(self, root, train, download):
+            calls.append((root, train, download))
+            if not (Path(root) / "cifar-10-batches-py").is_dir():
+                write_cifar_pickles(Path(root) / "cifar-10-batches-py", rng)
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
+    ds = load("cifar10", tmp_path / "dl", tmp_path, download=True)
+    assert calls == [(str(tmp_path / "dl"), True, True), (str(tmp_path / "dl"), False, True)]
+    assert ds.train_images.shape == (20, 32, 32, 3)
+
+    class Offline:
+        def __init__(self, root, train, download):
+            raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", Offline)
+    with pytest.raises(DataNotFoundError, match="downloading cifar10 into .* failed"):
+        load("cifar10", tmp_path / "dl2", tmp_path, download=True)
+
+
 def test_default_search_order(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "env"))
     monkeypatch.chdir(tmp_path)

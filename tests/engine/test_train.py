@@ -219,3 +219,20 @@ def test_real_fashion_mnist_learns(tmp_path):
     result = train(cfg, dataset=ds, log=False)
     assert result.test_accuracy > 0.6, result.history
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+
+
+def test_progress_bar_through_an_interrupted_and_resumed_run(config, toy, make_model, capsys):
+    """The rich progress bar (the default without --quiet) survives a mid-epoch resume."""
+
+    class StopAt(Callback):
+        def on_batch_end(self, run):
+            if run.epoch == 1 and run.step_in_epoch == 2:
+                raise KeyboardInterrupt
+
+    cfg = dataclasses.replace(config, quiet=False, log_every_s=0.0)
+    with pytest.raises(TrainingInterrupted):
+        Trainer(cfg, [StopAt()], model=make_model(), dataset=toy).fit()
+    Trainer(dataclasses.replace(cfg, resume=True), model=make_model(), dataset=toy).fit()
+    printed = capsys.readouterr().out
+    assert printed.count("epoch 1/2") == 1 and printed.count("epoch 2/2") == 1
+    assert "img/s" in printed and "val loss" in printed

@@ -63,13 +63,18 @@ def write_csv(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> None:
 def plot_curves(history: Sequence[dict], out_dir: Path) -> list[Path]:
     """``curves_loss.png`` and ``curves_accuracy.png``: train vs validation per epoch."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in history]
     paths = []
-    for metric, label in (("loss", "loss (train: with label smoothing; val: cross-entropy)"),
-                          ("accuracy", "accuracy")):
+    for metric, label, title in (
+            ("loss", "loss", "train: objective with label smoothing; validation: cross-entropy"),
+            ("accuracy", "accuracy",
+             "train: mean over the epoch's augmented batches; validation: held out")):
         fig = Figure(figsize=(6, 4), layout="constrained")
         ax = fig.add_subplot()
+        ax.set_title(title, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.plot(epochs, [r[f"train_{metric}"] for r in history], "o-", label="train")
         val = [r.get(f"val_{metric}") for r in history]
         if any(v is not None for v in val):

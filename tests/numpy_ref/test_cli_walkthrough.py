@@ -128,6 +128,13 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, monkeypatch, files, 
     assert re.search(message, err), err
 
 
+def test_unwritable_out_dir_is_one_line(capsys, tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    code, _, err = run(capsys, "conv-backward", "--out", str(tmp_path / "file"))
+    assert code == 2
+    assert err.splitlines() == [f"cnnlab: error: --out {tmp_path / 'file'} is a file, not a folder"]
+
+
 def test_console_script(tmp_path):
     script = Path(sys.executable).with_name("cnnlab")
     assert script.exists(), "the cnnlab console script is not installed next to this Python"

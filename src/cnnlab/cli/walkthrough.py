@@ -137,7 +137,13 @@ def _finish(result: Any, args: argparse.Namespace, name: str, title: str, settin
         print(result.text())
     if args.no_figure:
         return 0
-    path = save_steps_figure(result.steps(), args.out / f"{name}.png", title, _footer(settings))
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} is a file, not a folder")
+    path = args.out / f"{name}.png"
+    try:
+        save_steps_figure(result.steps(), path, title, _footer(settings))
+    except OSError as exc:
+        raise UserError(f"cannot write the figure {path}: {exc.strerror or exc}") from exc
     # keep stdout pure JSON with --json
     print(f"\nfigure: {path}", file=sys.stderr if args.json else sys.stdout)
     return 0

@@ -3,7 +3,7 @@
 ``model.features`` is an ``nn.Sequential`` of convolutional stages (``model.features[-1]``, named
 by ``model.target_layer``, is the last conv block: the usual Grad-CAM target),
 ``model.pool`` is global average pooling (adaptive average pooling to ``pool_size x pool_size``
-for ``simple_cnn``) and ``model.classifier`` is
+for ``compact_cnn``) and ``model.classifier`` is
 ``Sequential(Dropout or Identity, Linear)`` (``model.classifier[-1]`` is the final Linear, named
 ``classifier.1`` as in torchvision's MobileNetV2).
 
@@ -94,8 +94,13 @@ class ConvClassifier(nn.Module):
 
     @property
     def target_layer(self) -> str:
-        """Dotted name of the last conv block (``model.get_submodule(model.target_layer)``)."""
-        return f"features.{len(self.features) - 1}"
+        """Dotted name of the last conv block (``model.get_submodule(model.target_layer)``).
+
+        A trailing max-pool is skipped: Grad-CAM wants the finest map of the last conv layer.
+        """
+        last = max(i for i, m in enumerate(self.features)
+                   if not isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)))
+        return f"features.{last}"
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(N, C, H, W) -> (N, feature_channels, h, w)``, after the input check."""

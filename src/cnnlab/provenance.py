@@ -6,6 +6,7 @@ that a number can be traced back to the code and machine that produced it.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 import subprocess
@@ -34,11 +35,12 @@ def git_commit(repo: str | Path = _REPO) -> str | None:
 
 
 def device_description(device: Any = None) -> str:
-    """A human-readable name of the device: the GPU model, or the CPU model and core count."""
-    try:
-        import torch
-    except ImportError:  # numpy-only use
-        torch = None
+    """A human-readable name of the device: the GPU model, or the CPU model and core count.
+
+    torch is consulted only when the caller has already imported it, so the NumPy-only parts of
+    cnnlab (the walkthroughs) do not pay seconds for importing it.
+    """
+    torch = sys.modules.get("torch")
     if torch is not None and device is not None and str(device).startswith("cuda"):
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
     cpu = platform.processor() or platform.machine()
@@ -49,8 +51,8 @@ def device_description(device: Any = None) -> str:
                 break
     except OSError:
         pass
-    threads = torch.get_num_threads() if torch is not None else os.cpu_count()
-    return f"CPU: {cpu}, {os.cpu_count()} cores, {threads} torch threads"
+    threads = f", {torch.get_num_threads()} torch threads" if torch is not None else ""
+    return f"CPU: {cpu}, {os.cpu_count()} cores{threads}"
 
 
 def environment(device: Any = None) -> dict[str, Any]:
@@ -67,8 +69,12 @@ def environment(device: Any = None) -> dict[str, Any]:
         "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     for name in ("numpy", "torch", "torchvision", "matplotlib"):
-        try:
-            env[name] = __import__(name).__version__
-        except ImportError:
+        module = sys.modules.get(name)
+        if module is not None:  # loaded: its own version string (torch's names its CUDA build)
+            env[name] = module.__version__
+            continue
+        try:  # not loaded: the installed distribution's version, without importing it
+            env[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
             env[name] = None
     return env

@@ -17,8 +17,8 @@ from cnnlab.errors import UserError
 
 EPILOG = """\
 recipes:
-  Fashion-MNIST on the CPU (simple_cnn: 91.2% test accuracy; 2 min of one core):
-    cnnlab train --model simple_cnn --dataset fashion-mnist --epochs 5 --batch-size 128 \\
+  Fashion-MNIST on the CPU (>= 92% test accuracy in under 3 minutes of one core):
+    cnnlab train --model compact_cnn --dataset fashion-mnist --epochs 6 --batch-size 128 \\
         --lr 0.2 --augment flip --val-fraction 0 --amp --channels-last --out runs/fmnist
   CIFAR-10 on one GPU (bf16 autocast and channels_last are automatic on CUDA):
     cnnlab train --model mobilenet_v2_cifar --dataset cifar10 --epochs 30 --batch-size 512 \\

@@ -12,7 +12,9 @@ Design (why it is fast on a GPU and exact on the CPU):
   order, the augmentation generator and torch's global generator (dropout). A checkpoint at the
   end of an epoch therefore needs no RNG state; a checkpoint in the middle of an epoch (Ctrl-C)
   stores the generators' states and the step index. Resuming from either reaches bit-identical
-  weights on the CPU (on CUDA, cuDNN's autotuned kernels make runs differ in the last bits).
+  weights on the CPU with the same number of torch threads (a different thread count splits
+  reductions differently, which changes the last bits); on CUDA, cuDNN's autotuned kernels make
+  runs differ in the last bits.
 - Ctrl-C is deferred to the next step boundary, where the model, optimiser and BatchNorm
   statistics are consistent, and saved there; a second Ctrl-C interrupts at once.
 """

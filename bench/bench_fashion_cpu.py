@@ -91,8 +91,8 @@ def run_recipe(name: str, ds, args) -> dict:
     overrides = dict(overrides)
     if args.epochs:
         overrides["epochs"] = args.epochs
-    cfg = TrainConfig(model=model, dataset="fashion-mnist", val_fraction=0, device="cpu", amp=args.amp,
-                      channels_last=args.amp, subset=2000 if args.smoke else None,
+    cfg = TrainConfig(model=model, dataset="fashion-mnist", val_fraction=0, device="cpu",
+                      amp=args.amp, channels_last=args.amp, subset=2000 if args.smoke else None,
                       seed=args.seed, quiet=True, **overrides)
     if args.smoke:
         cfg.epochs = 1

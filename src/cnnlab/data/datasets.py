@@ -135,6 +135,9 @@ def _find_cifar10(folder: Path) -> Path | None:
                  "cifar10.tar.gz", "cifar10.tar"):
         if (folder / name).exists():
             return folder / name
+    subs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if len(subs) == 1 and (subs[0] / "train").is_dir():  # one top folder of any name
+        return folder
     return None
 
 

@@ -271,7 +271,8 @@ class Trainer:
         self._seen = 0
         self._step_losses = torch.full((self.steps_per_epoch,), math.nan, device=dev)
         self._checked = 0  # steps of this epoch already checked for NaN/inf
-        self._epoch_train_s = 0.0
+        self._epoch_train_s = 0.0  # training-loop time of this epoch, excluding the open loop
+        self._loop_start: float | None = None  # when the running training loop started
         self._session_seen = 0
         self._session_start = time.perf_counter()
         self._last_check = time.perf_counter()
@@ -323,7 +324,7 @@ class Trainer:
         self.model.train()
         self._session_start = time.perf_counter()
         self._session_seen = 0
-        t0 = time.perf_counter()
+        self._loop_start = t0 = time.perf_counter()
         for k in range(self.step_in_epoch, self.steps_per_epoch):
             self._check_interrupt()
             idx = perm[k * bs:(k + 1) * bs]
@@ -365,6 +366,7 @@ class Trainer:
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         self._epoch_train_s += time.perf_counter() - t0
+        self._loop_start = None
         self._check_finite()
 
     def _end_epoch(self) -> None:
@@ -513,7 +515,8 @@ class Trainer:
             state["mid_epoch"] = {
                 "loss_sum": self._loss_sum, "correct": self._correct, "seen": self._seen,
                 "step_losses": self._step_losses, "checked": self._checked,
-                "epoch_train_s": self._epoch_train_s + time.perf_counter() - self._session_start,
+                "epoch_train_s": self._epoch_train_s + (
+                    0.0 if self._loop_start is None else time.perf_counter() - self._loop_start),
                 "lr": self.lr,
                 "aug_rng": self._aug_gen.get_state(),
                 "cpu_rng": torch.get_rng_state(),

@@ -7,7 +7,10 @@ recursion in closed form; ``torch.autograd.grad`` on a hand-written forward pass
 """
 
 import copy
+import dataclasses
 import math
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -292,3 +295,45 @@ def test_filter_and_test_error_recorders(tmp_path):
     x = torch.from_numpy(ds.test_images).permute(0, 3, 1, 2)
     ref = evaluate(result.model, x, torch.from_numpy(ds.test_labels), mean=ds.mean, std=ds.std)
     assert test.rows[-1]["test_loss"] == pytest.approx(ref.loss, rel=1e-6)
+
+
+# ------------------------------------------------------------------ runs: reuse and resume
+def test_interrupted_run_resumes_to_the_same_logs_and_weights(tmp_path, monkeypatch):
+    """Ctrl-C in the middle of epoch 2, then the same call again: the run resumes from the
+    engine's checkpoint and ends with the logs and weights of an uninterrupted run (CPU)."""
+    from cnnlab.engine import TrainingInterrupted
+    from cnnlab.studies._dynamics_runs import RunSpec, TrainSettings, execute
+
+    ds = _toy()
+    spec = RunSpec(key="r", section="symmetry", model="plain_cnn", depth=8, norm="bn",
+                   act="relu", init="he", lr=0.05, epochs=2, filters=True)
+    settings = TrainSettings(dataset="fashion-mnist", data_dir=None, subset=None,
+                             resolution=1.0, batch_size=16, log_points=100, device="cpu")
+    whole = execute(spec, settings, ds, tmp_path / "whole", log=lambda s: None)
+    assert not whole["reused"]
+
+    def interrupt(self, run):  # a real Ctrl-C after step 9 of 12 (epoch 2, step 3 of 6)
+        if run.step == 9:
+            os.kill(os.getpid(), signal.SIGINT)  # the engine stops at the next step boundary
+
+    monkeypatch.setattr(GradNormRecorder, "on_batch_end", interrupt, raising=False)
+    with pytest.raises(TrainingInterrupted):
+        execute(spec, settings, ds, tmp_path / "cut", log=lambda s: None)
+    monkeypatch.undo()
+    assert not (tmp_path / "cut" / "r" / "metrics.json").exists()
+    lines = []
+    resumed = execute(spec, settings, ds, tmp_path / "cut", log=lines.append)
+    assert lines[0].startswith("r: resuming")
+    for key in ("grad_norms", "test_curve", "filters"):
+        assert resumed[key] == whole[key], key
+    assert resumed["metrics"]["test_accuracy"] == whole["metrics"]["test_accuracy"]
+    a = torch.load(tmp_path / "whole" / "r" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "r" / "model.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    # a third call trains nothing; another spec in the same folder is refused
+    again = execute(spec, settings, ds, tmp_path / "cut", log=lambda s: None)
+    assert again["reused"] and again["grad_norms"] == whole["grad_norms"]
+    other = dataclasses.replace(spec, init="xavier")
+    with pytest.raises(ValueError, match="init: 'he' there, 'xavier' now"):
+        execute(other, settings, ds, tmp_path / "cut", log=lambda s: None)

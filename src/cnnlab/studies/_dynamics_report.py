@@ -16,20 +16,19 @@ import numpy as np
 
 from cnnlab.report import Report, fmt_num
 from cnnlab.studies._dynamics_measure import INIT_SCHEMES
+from cnnlab.studies._dynamics_runs import plural
 
 _COLORS = {"zero": "#777777", "constant": "#9467bd", "normal": "#d62728", "xavier": "#ff7f0e",
            "he": "#1f77b4", "default": "#1f77b4"}
-_NOISE = 0.01  # training-error difference (1 point) below which depths are not told apart
+# training-error difference below which two depths are not told apart: in our quick-budget
+# trials (3 seeds, 5 epochs), one model's final training error varied by up to 0.04 between seeds
+_NOISE = 0.02
 _IDENTICAL = 1e-6  # relative filter distance below which filters count as identical (rounding)
 _SECTIONS = ("init", "symmetry", "flow", "degradation", "batchnorm")
 
 
 def _f(x: float | None) -> str:
     return fmt_num(x, 3)
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _pct(x: float) -> str:
@@ -140,6 +139,10 @@ class _Notes(list):
     def add(self, text: str, headline: bool = False) -> None:
         self.append({"text": text, "headline": headline})
 
+    def key(self, text: str) -> None:
+        """A key finding: also listed in the report's summary."""
+        self.add(text, headline=True)
+
 
 def _init_findings(payload: dict) -> list[str]:
     init = payload["init"]
@@ -151,8 +154,8 @@ def _init_findings(payload: dict) -> list[str]:
         v = c["act_std"][-1]
         parts.append(f"{INIT_SCHEMES[s]} {'exactly 0' if c['act_zero'][-1] else _f(v)}")
     out.add(f"Without batch norm, the activation std at layer {depth} (layer 1 -> "
-               f"{depth}): " + "; ".join(
-                   f"{p} (layer 1: {_f(stds[s]['act_std'][0])})" for p, s in zip(parts, stds))
+            f"{depth}): " + "; ".join(
+            f"{p} (layer 1: {_f(stds[s]['act_std'][0])})" for p, s in zip(parts, stds))
                + ".")
     # per-layer factor, measured (geometric mean over layers 2..L) against theory
     factors = []
@@ -164,10 +167,10 @@ def _init_findings(payload: dict) -> list[str]:
         theo = (th[-1] / th[0]) ** (1 / (depth - 1)) if th[0] > 0 else 0.0
         factors.append(f"{INIT_SCHEMES[s]} {_f(meas)} (theory {_f(theo)})")
     out.add("Per layer, the activation std is multiplied by (geometric mean over layers 2 to "
-               f"{depth}): " + "; ".join(factors) + ". He et al. (2015): with ReLU, Var[y_l] = "
-               "n_l Var[w_l] Var[y_(l-1)] / 2, so the std factor is sqrt(n Var[w] / 2): 1 for He "
-               "(Var[w] = 2/n), sqrt(1/2) = 0.707 for Xavier with equal fan-in and fan-out "
-               "(Var[w] = 1/n).")
+            f"{depth}): " + "; ".join(factors) + ". He et al. (2015): with ReLU, Var[y_l] = "
+            "n_l Var[w_l] Var[y_(l-1)] / 2, so the std factor is sqrt(n Var[w] / 2): 1 for He "
+            "(Var[w] = 2/n), sqrt(1/2) = 0.707 for Xavier with equal fan-in and fan-out "
+            "(Var[w] = 1/n).")
     he, xa = stds["he"], stds["xavier"]
     he_r = _div(he["act_std"][-1], he["act_std"][0])
     xa_r = _div(xa["act_std"][-1], xa["act_std"][0])
@@ -176,34 +179,36 @@ def _init_findings(payload: dict) -> list[str]:
     typical = (f"a typical network (geometric mean over {k} networks; individual networks "
                f"{_ratio_words(min(he_nets))} to {_ratio_words(max(he_nets))})")
     if 0.5 <= he_r <= 2:
-        out.add(headline=True, text=f"As expected, He init keeps the activation scale within "
+        out.key(f"As expected, He init keeps the activation scale within "
                 f"2x over {depth} layers: layer {depth} / layer 1 = {_ratio_words(he_r)} for "
                 f"{typical}.")
     else:
-        out.add(headline=True, text=f"Contrary to the expectation, He init did NOT keep the "
+        out.key(f"Contrary to the expectation, He init did NOT keep the "
                 f"activation scale within 2x over {depth} layers: layer {depth} / layer 1 = "
                 f"{_ratio_words(he_r)} for {typical}.")
     if xa_r < 0.1:
-        out.add(headline=True, text=f"As expected, Xavier init with ReLU shrinks the "
+        out.key(f"As expected, Xavier init with ReLU shrinks the "
                 f"activations: {_ratio_words(xa_r)} over {depth} layers (theory "
                 f"{_ratio_words(_div(xa['theory_act_std'][-1], xa['theory_act_std'][0]))}).")
     else:
-        out.add(headline=True, text=f"Contrary to the expectation, Xavier init with ReLU did "
+        out.key(f"Contrary to the expectation, Xavier init with ReLU did "
                 f"not shrink the activations by more than 10x: {_ratio_words(xa_r)} over {depth} "
                 f"layers.")
     # theory vs measurement at the last layer
-    out.add(f"Measured / theory at layer {depth}: He {_f(_div(he['act_std'][-1], he['theory_act_std'][-1]))}"
-               f" (theory with the zero padding's border loss: "
-               f"{_f(_div(he['act_std'][-1], he['theory_padded_act_std'][-1]))}), Xavier "
-               f"{_f(_div(xa['act_std'][-1], xa['theory_act_std'][-1]))} (with padding "
-               f"{_f(_div(xa['act_std'][-1], xa['theory_padded_act_std'][-1]))}). The recursion "
-               f"gives the expected variance over random weights. The per-layer gains of one "
-               f"finite-width network fluctuate around it and their product over depth is "
-               f"roughly log-normal, so a typical network falls below the expectation, more so "
-               f"the deeper and narrower the net (Hanin & Rolnick 2018; the spread between "
-               f"networks above is this effect). The textbook version also ignores that border "
-               f"pixels of a zero-padded 3x3 conv have fewer than 9 inputs; the padded theory "
-               f"counts them.")
+    def vs_theory(c: dict, key: str) -> str:
+        return _f(_div(c["act_std"][-1], c[key][-1]))
+
+    out.add(f"Measured / theory at layer {depth}: He {vs_theory(he, 'theory_act_std')} (theory "
+            f"with the zero padding's border loss: {vs_theory(he, 'theory_padded_act_std')}), "
+            f"Xavier {vs_theory(xa, 'theory_act_std')} (with padding "
+            f"{vs_theory(xa, 'theory_padded_act_std')}). The recursion "
+            f"gives the expected variance over random weights. The per-layer gains of one "
+            f"finite-width network fluctuate around it and their product over depth is "
+            f"roughly log-normal, so a typical network falls below the expectation, more so "
+            f"the deeper and narrower the net (Hanin & Rolnick 2018; the spread between "
+            f"networks above is this effect). The textbook version also ignores that border "
+            f"pixels of a zero-padded 3x3 conv have fewer than 9 inputs; the padded theory "
+            f"counts them.")
     # gradients
     g = []
     for s in ("normal", "xavier", "he"):
@@ -212,16 +217,16 @@ def _init_findings(payload: dict) -> list[str]:
                  f"({_ratio_words(_div(c['grad_std'][0], c['grad_std'][-1]))})")
     out.add(f"Gradient std with respect to layer 1's vs layer {depth}'s output: " + "; ".join(g)
                + ". He et al.'s backward recursion predicts a factor sqrt(n' Var[w] / 2) per layer "
-               "toward the input (n' = fan-out): constant for He, shrinking for Xavier and "
-               "normal(0, 0.01): vanishing gradients.")
+            "toward the input (n' = fan-out): constant for He, shrinking for Xavier and "
+            "normal(0, 0.01): vanishing gradients.")
     z = stds["zero"]
     if all(z["act_zero"]) and all(z["grad_zero"]):
-        out.add(headline=True, text="Zero init: every activation and every gradient of every layer was exactly 0 "
-                   "(W x = 0 for every layer, and the gradient reaching each layer is multiplied "
-                   "by the zero weights above it): nothing can learn except the biases.")
+        out.key("Zero init: every activation and every gradient of every layer was exactly 0 "
+                "(W x = 0 for every layer, and the gradient reaching each layer is multiplied "
+                "by the zero weights above it): nothing can learn except the biases.")
     else:
         nz = sum(not a for a in z["act_zero"])
-        out.add(headline=True, text=f"Unexpected: with zero init, {nz} layers had non-zero activations.")
+        out.key(f"Unexpected: with zero init, {nz} layers had non-zero activations.")
     return out
 
 
@@ -232,51 +237,51 @@ def _symmetry_findings(payload: dict) -> list[str]:
     s = {k: symmetry_summary(r) for k, r in runs.items()}
     any_run = next(iter(runs.values()))
     out = _Notes()
+    accs = ", ".join(f"{INIT_SCHEMES[k]} {_pct(v['test_accuracy'])}" for k, v in s.items())
     out.add(f"{_label(any_run['spec'])} with batch norm, "
-            f"{_plural(any_run['spec']['epochs'], 'epoch')}, after training: test accuracy " + ", ".join(
-               f"{INIT_SCHEMES[k]} {_pct(v['test_accuracy'])}" for k, v in s.items())
+            f"{plural(any_run['spec']['epochs'], 'epoch')}, after training: test accuracy {accs}"
            + f" (chance: {_pct(1 / payload['num_classes'])}).")
     if "zero" in s:
         z = s["zero"]
         if z["max_conv_grad_norm"] == 0 and z["norm_end"] == 0 and z["change_max"] == 0:
-            out.add(headline=True, text=f"Zero init is a dead network, not a symmetric one: the gradient of every "
-                       f"conv layer was exactly 0 at every recorded step, so the filters stayed "
-                       f"exactly 0 (mean filter norm {_f(z['norm_end'])} after training; their "
-                       f"pairwise distance is trivially 0). Only the classifier's biases "
-                       f"learned, so the network predicts from the class frequencies alone "
-                       f"(test accuracy {_pct(z['test_accuracy'])}).")
+            out.key(f"Zero init is a dead network, not a symmetric one: the gradient of every "
+                    f"conv layer was exactly 0 at every recorded step, so the filters stayed "
+                    f"exactly 0 (mean filter norm {_f(z['norm_end'])} after training; their "
+                    f"pairwise distance is trivially 0). Only the classifier's biases "
+                    f"learned, so the network predicts from the class frequencies alone "
+                    f"(test accuracy {_pct(z['test_accuracy'])}).")
         else:
-            out.add(headline=True, text=f"Unexpected: with zero init the conv gradients were not all zero (max "
-                       f"norm {_f(z['max_conv_grad_norm'])}); final filter norm "
-                       f"{_f(z['norm_end'])}, relative filter distance up to "
-                       f"{_f(z['rel_end_max'])}.")
+            out.key(f"Unexpected: with zero init the conv gradients were not all zero (max "
+                    f"norm {_f(z['max_conv_grad_norm'])}); final filter norm "
+                    f"{_f(z['norm_end'])}, relative filter distance up to "
+                    f"{_f(z['rel_end_max'])}.")
     if "constant" in s:
         c = s["constant"]
         if c["rel_end_max"] <= _IDENTICAL and c["max_conv_grad_norm"] > 0:
-            out.add(headline=True, text=f"Constant init is the symmetric case: gradients were non-zero (max conv "
-                       f"gradient norm {_f(c['max_conv_grad_norm'])}) and the filters "
-                       f"{'moved' if c['change_min'] > 0 else 'did not all move'} (change "
-                       f"||W - W_0|| per layer {_f(c['change_min'])}-{_f(c['change_max'])}; "
-                       f"mean filter norm {_f(c['norm_start'])} -> {_f(c['norm_end'])}), yet "
-                       f"every filter of a "
-                       f"layer received the same gradient and they stayed identical: relative "
-                       f"pairwise distance at most {_f(c['rel_end_max'])} after training (0 at "
-                       f"init). Each layer acts as one filter copied many times, so the network "
-                       f"learns only what a one-channel network can (test accuracy "
-                       f"{_pct(c['test_accuracy'])}).")
+            out.key(f"Constant init is the symmetric case: gradients were non-zero (max conv "
+                    f"gradient norm {_f(c['max_conv_grad_norm'])}) and the filters "
+                    f"{'moved' if c['change_min'] > 0 else 'did not all move'} (change "
+                    f"||W - W_0|| per layer {_f(c['change_min'])}-{_f(c['change_max'])}; "
+                    f"mean filter norm {_f(c['norm_start'])} -> {_f(c['norm_end'])}), yet "
+                    f"every filter of a "
+                    f"layer received the same gradient and they stayed identical: relative "
+                    f"pairwise distance at most {_f(c['rel_end_max'])} after training (0 at "
+                    f"init). Each layer acts as one filter copied many times, so the network "
+                    f"learns only what a one-channel network can (test accuracy "
+                    f"{_pct(c['test_accuracy'])}).")
         else:
-            out.add(headline=True, text=f"Constant init: the filters did not stay identical: relative pairwise "
-                       f"distance up to {_f(c['rel_end_max'])} after training (threshold "
-                       f"{_IDENTICAL:g}); floating-point rounding or a non-symmetric layer broke "
-                       f"the symmetry (max conv gradient norm {_f(c['max_conv_grad_norm'])}; "
-                       f"test accuracy {_pct(c['test_accuracy'])}).")
+            out.key(f"Constant init: the filters did not stay identical: relative pairwise "
+                    f"distance up to {_f(c['rel_end_max'])} after training (threshold "
+                    f"{_IDENTICAL:g}); floating-point rounding or a non-symmetric layer broke "
+                    f"the symmetry (max conv gradient norm {_f(c['max_conv_grad_norm'])}; "
+                    f"test accuracy {_pct(c['test_accuracy'])}).")
     if "he" in s:
         h = s["he"]
         out.add(f"Random (He) init: relative pairwise filter distance "
-                   f"{_f(h['rel_start_min'])}-{_f(h['rel_start_max'])} at init (sqrt(2) = 1.41 "
-                   f"for independent random filters), {_f(h['rel_end_min'])}-"
-                   f"{_f(h['rel_end_max'])} after training; test accuracy "
-                   f"{_pct(h['test_accuracy'])}.")
+                f"{_f(h['rel_start_min'])}-{_f(h['rel_start_max'])} at init (sqrt(2) = 1.41 "
+                f"for independent random filters), {_f(h['rel_end_min'])}-"
+                f"{_f(h['rel_end_max'])} after training; test accuracy "
+                f"{_pct(h['test_accuracy'])}.")
     return out
 
 
@@ -312,20 +317,20 @@ def _flow_findings(payload: dict) -> list[dict[str, Any]]:
         gain = _div(rb, ra)
         if a["spec"]["act"] == "sigmoid":
             if ra < rb:
-                out.add(headline=True, text=f"The sigmoid net's gradient vanishes toward the "
+                out.key(f"The sigmoid net's gradient vanishes toward the "
                         f"input: its first conv layer gets {_f(ra)} of its last conv layer's RMS "
                         f"gradient (median over training), the ReLU net's {_f(rb)}: "
                         f"{_f(gain)}x more, relative to the top, with ReLU (sigmoid' <= 1/4, so "
                         f"every sigmoid layer scales the backward signal down).")
             else:
-                out.add(headline=True, text=f"Unexpected: the sigmoid net's first/last gradient "
+                out.key(f"Unexpected: the sigmoid net's first/last gradient "
                         f"ratio ({_f(ra)}) is not below the ReLU net's ({_f(rb)}).")
         elif rb > ra:
-            out.add(headline=True, text=f"The shortcuts carry more gradient to the early layers: "
+            out.key(f"The shortcuts carry more gradient to the early layers: "
                     f"first/last conv RMS gradient ratio {_f(rb)} in the residual net vs "
                     f"{_f(ra)} in the plain net ({_f(gain)}x; median over training).")
         else:
-            out.add(headline=True, text=f"Unexpected: the residual net's first/last gradient "
+            out.key(f"Unexpected: the residual net's first/last gradient "
                     f"ratio ({_f(rb)}) is not above the plain net's ({_f(ra)}) in this run.")
     if out:
         out.add("Both nets of a pair have identical layers, so their ratios compare like with "
@@ -345,9 +350,9 @@ def _degradation_findings(payload: dict) -> list[str]:
     mean = " (mean of %d seeds)" % seeds if seeds > 1 else ""
     out = _Notes()
     out.add(f"Training error after {epochs} epochs{mean}: " + "; ".join(
-        f"{fam} " + ", ".join(f"{d} layers {_f(by[(fam, d)]['train_error'])}" for d in depths)
+            f"{fam} " + ", ".join(f"{d} layers {_f(by[(fam, d)]['train_error'])}" for d in depths)
         for fam in ("plain", "ResNet")) + ". Test error: " + "; ".join(
-        f"{fam} " + ", ".join(f"{d} layers {_f(by[(fam, d)]['test_error'])}" for d in depths)
+            f"{fam} " + ", ".join(f"{d} layers {_f(by[(fam, d)]['test_error'])}" for d in depths)
         for fam in ("plain", "ResNet")) + ".")
     lo, hi = depths[0], depths[-1]
     p_lo, p_hi = by[("plain", lo)]["train_error"], by[("plain", hi)]["train_error"]
@@ -355,28 +360,28 @@ def _degradation_findings(payload: dict) -> list[str]:
     p_seq = [by[("plain", d)]["train_error"] for d in depths]
     monotone = len(depths) > 2 and all(b > a for a, b in zip(p_seq, p_seq[1:], strict=False))
     # differences smaller than this are not called an effect: the spread between seeds, and at
-    # least one point of error (run-to-run noise of one seed on a few thousand images)
+    # least _NOISE (run-to-run noise of one seed on a few thousand images)
     margin = max([_NOISE] + [r["train_error_spread"] for r in rows])
     noise = (f"differences below {_f(margin)} (the largest spread between seeds, at least "
              f"{_f(_NOISE)}) are treated as noise" if seeds > 1 else
              f"one seed: differences below {_f(margin)} are treated as noise")
     if p_hi - p_lo > margin:
-        out.add(headline=True, text=f"Degradation appeared: the {hi}-layer plain net has a "
+        out.key(f"Degradation appeared: the {hi}-layer plain net has a "
                 f"higher *training* error than the {lo}-layer one ({_f(p_hi)} vs {_f(p_lo)}"
                 f"{', rising with every added depth' if monotone else ''}; {noise}). The deeper "
                 f"net could represent the shallower one (extra layers as identities), so this "
                 f"is an optimisation difficulty, not overfitting.")
     else:
-        out.add(headline=True, text=f"Degradation did NOT appear in this budget: the {hi}-layer "
+        out.key(f"Degradation did NOT appear in this budget: the {hi}-layer "
                 f"plain net's training error ({_f(p_hi)}) is not above the {lo}-layer one's "
                 f"({_f(p_lo)}) by more than {_f(margin)} ({noise}). It needs more training "
                 f"(budget standard) to show.")
     if r_hi - r_lo <= margin:
-        out.add(headline=True, text=f"The residual nets do not degrade: ResNet-{hi} "
+        out.key(f"The residual nets do not degrade: ResNet-{hi} "
                 f"{_f(r_hi)} vs ResNet-{lo} {_f(r_lo)} training error (within {_f(margin)} or "
                 f"lower); ResNet-{hi} is {_f(p_hi - r_hi)} below plain-{hi}.")
     else:
-        out.add(headline=True, text=f"The residual nets also degrade in this budget: ResNet-"
+        out.key(f"The residual nets also degrade in this budget: ResNet-"
                 f"{hi} {_f(r_hi)} vs ResNet-{lo} {_f(r_lo)} training error"
                 f"{f', though {_f(p_hi - r_hi)} below plain-{hi}' if r_hi < p_hi else ''}.")
     return out
@@ -388,23 +393,23 @@ def _batchnorm_findings(payload: dict) -> list[str]:
     bn = [_init_cfg(payload, "bn", s) for s in ("normal", "xavier", "he")]
     lo = min(min(c["act_std"]) for c in bn)
     hi = max(max(c["act_std"]) for c in bn)
-    out.add(headline=True, text=f"At initialisation, batch norm resets every layer's pre-activation std to "
-               f"{_f(lo)}-{_f(hi)} (all {depth} layers, normal(0, 0.01), Xavier and He alike), "
-               f"so the forward signal no longer depends on the init scale; zero init stays "
-               f"exactly 0 with batch norm too "
-               f"({'confirmed' if all(_init_cfg(payload, 'bn', 'zero')['act_zero']) else 'NOT confirmed'}).")
+    zero_bn = all(_init_cfg(payload, "bn", "zero")["act_zero"])
+    out.key(f"At initialisation, batch norm resets every layer's pre-activation std to "
+            f"{_f(lo)}-{_f(hi)} (all {depth} layers, normal(0, 0.01), Xavier and He alike), "
+            f"so the forward signal no longer depends on the init scale; zero init stays "
+            f"exactly 0 with batch norm too ({'confirmed' if zero_bn else 'NOT confirmed'}).")
     he_bn = _init_cfg(payload, "bn", "he")
     he = _init_cfg(payload, "none", "he")
     r_bn = _div(he_bn["grad_std"][0], he_bn["grad_std"][-1])
     r = _div(he["grad_std"][0], he["grad_std"][-1])
     trend = ("grows toward the input" if r_bn > 2 else "shrinks toward the input" if r_bn < 0.5
              else "stays within 2x")
-    out.add(headline=True, text=f"Backward, batch norm does not make the gradients uniform in this deep plain "
-               f"net: with He init and batch norm the gradient std {trend} (layer 1 / layer "
-               f"{depth}: {_ratio_words(r_bn)}; without batch norm {_ratio_words(r)})."
+    out.key(f"Backward, batch norm does not make the gradients uniform in this deep plain "
+            f"net: with He init and batch norm the gradient std {trend} (layer 1 / layer "
+            f"{depth}: {_ratio_words(r_bn)}; without batch norm {_ratio_words(r)})."
                if trend != "stays within 2x" else
-               f"With He init and batch norm the gradient std stays within 2x across the "
-               f"{depth} layers ({_ratio_words(r_bn)}; without batch norm {_ratio_words(r)}).")
+            f"With He init and batch norm the gradient std stays within 2x across the "
+            f"{depth} layers ({_ratio_words(r_bn)}; without batch norm {_ratio_words(r)}).")
     flow = {r["spec"]["act"]: r for r in _runs(payload, "flow")}
     fd = payload["budget"]["flow_depth"]
     bn_twin = next((r for r in _runs(payload, "degradation") if r["spec"]["model"] == "plain_cnn"
@@ -412,10 +417,10 @@ def _batchnorm_findings(payload: dict) -> list[str]:
     if "relu" in flow and bn_twin is not None:
         a, b = flow["relu"], bn_twin
         out.add(f"Training the {fd}-layer plain ReLU net: without batch norm (lr "
-                   f"{a['spec']['lr']}, He init) the final training error is "
-                   f"{_f(_final_train_error(a))} after {a['spec']['epochs']} epochs; with batch "
-                   f"norm (lr {b['spec']['lr']}) {_f(_final_train_error(b))} after "
-                   f"{b['spec']['epochs']} epochs.")
+                f"{a['spec']['lr']}, He init) the final training error is "
+                f"{_f(_final_train_error(a))} after {a['spec']['epochs']} epochs; with batch "
+                f"norm (lr {b['spec']['lr']}) {_f(_final_train_error(b))} after "
+                f"{b['spec']['epochs']} epochs.")
     return out
 
 
@@ -479,7 +484,9 @@ def _symmetry_figure(payload: dict):
         steps = [x["step"] for x in rec]
         rel = np.array([[d["relative"] for d in x["layers"]] for x in rec])  # (S, layers)
         init = r["spec"]["init"]
-        ax.plot(steps, rel.mean(1), color=_COLORS[init], label=INIT_SCHEMES[init])
+        # zero and constant init both sit at 0: a thick dashed line keeps zero visible
+        style = {"ls": "--", "lw": 3} if init == "zero" else {"ls": "-", "lw": 1.5}
+        ax.plot(steps, rel.mean(1), color=_COLORS[init], label=INIT_SCHEMES[init], **style)
         ax.fill_between(steps, rel.min(1), rel.max(1), color=_COLORS[init], alpha=0.2)
     ax.set_xlabel("training step")
     ax.set_ylabel("mean pairwise filter distance / mean filter norm")
@@ -680,10 +687,11 @@ def write_report(out: Path, payload: dict) -> tuple[Path, Path]:
         sp = sym[0]["spec"]
         rep.section("2. Symmetry: zero and constant initialisation")
         rep.text(f"{_label(sp)} (plain CNN, batch norm, ReLU) trained for "
-                 f"{_plural(sp['epochs'], 'epoch')} on {_subset_words(payload)} from three initialisations of every conv and "
-                 f"linear weight: zero, constant (every weight 1/fan_in: all filters of a layer "
-                 f"equal) and He. Filter distance: mean L2 distance between all pairs of "
-                 f"filters of a layer, divided by the mean filter norm.")
+                 f"{plural(sp['epochs'], 'epoch')} on {_subset_words(payload)} from three "
+                 f"initialisations of every conv and linear weight: zero, constant (every "
+                 f"weight 1/fan_in: all filters of a layer equal) and He. Filter distance: mean "
+                 f"L2 distance between all pairs of filters of a layer, divided by the mean "
+                 f"filter norm.")
         rep.bullets(n["text"] for n in f["symmetry"])
         rep.table([{"init": INIT_SCHEMES[r["spec"]["init"]], **symmetry_summary(r)} for r in sym], [
             ("init", "init", None), ("rel_start_max", "filter distance at init (max)", None),
@@ -707,7 +715,7 @@ def write_report(out: Path, payload: dict) -> tuple[Path, Path]:
                  f"compare. Sigmoid vs ReLU: {fl[0]['spec']['depth']}-layer plain nets without "
                  f"batch norm, He init, lr {fl[0]['spec']['lr']} (a design choice: while "
                  f"building this study, larger rates left the 20-layer plain ReLU net without "
-                 f"batch norm at chance), {_plural(fl[0]['spec']['epochs'], 'epoch')}. "
+                 f"batch norm at chance), {plural(fl[0]['spec']['epochs'], 'epoch')}. "
                  f"Plain vs residual: the deepest pair of section 4 (batch norm).")
     rep.bullets(n["text"] for n in f["flow"])
     rep.table([{"run": f"{_label(r['spec'])} {r['spec']['act']}"
@@ -715,7 +723,8 @@ def write_report(out: Path, payload: dict) -> tuple[Path, Path]:
                 "train_error": _final_train_error(r)}
                for a, b, _ in _flow_pairs(payload) for r in (a, b)], [
         ("run", "run", None), ("first_rms_step0", "first conv RMS grad, step 0", None),
-        ("last_rms_step0", "last conv, step 0", None), ("ratio_step0", "first / last, step 0", None),
+        ("last_rms_step0", "last conv, step 0", None),
+        ("ratio_step0", "first / last, step 0", None),
         ("ratio_median", "first / last, median over training", None),
         ("train_error", "final training error", None)])
     rep.figure(_flow_heatmaps(payload), "gradient_flow_heatmaps",

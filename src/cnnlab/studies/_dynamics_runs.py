@@ -114,7 +114,8 @@ def build_model(spec: RunSpec, ds: Dataset) -> nn.Module:
     return reinit_(model, spec.init, seed=seed)
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
+    """``"1 epoch"``, ``"3 epochs"``."""
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
@@ -157,7 +158,7 @@ def execute(spec: RunSpec, s: TrainSettings, ds: Dataset, root: Path,
     finished = (run_dir / "metrics.json").is_file()
     if not finished:
         how = "resuming" if (run_dir / ckpt_io.CHECKPOINT).exists() else "training"
-        log(f"{spec.key}: {how} {spec.label}, {_plural(spec.epochs, 'epoch')}, lr {spec.lr}")
+        log(f"{spec.key}: {how} {spec.label}, {plural(spec.epochs, 'epoch')}, lr {spec.lr}")
     record = train_or_reuse(train_config(spec, s), run_dir, recorders,
                             model=None if finished else build_model(spec, ds), dataset=ds)
     if record.reused:

@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from cnnlab.engine.outputs import write_json
 from cnnlab.errors import UserError
 from cnnlab.studies._dynamics_measure import (
     INIT_SCHEMES,
@@ -120,7 +121,7 @@ BUDGETS: dict[str, Budget] = {
     # one GPU: the whole training set at full resolution, He et al.'s depths up to 56, 2 seeds
     "standard": Budget(
         "standard", init_depth=50, init_width=128, init_batch=32, init_nets=8, subset=None,
-        resolution=1.0, batch_size=128, sym_depth=20, sym_epochs=10, flow_depth=32,
+        resolution=1.0, batch_size=128, sym_depth=20, sym_epochs=10, flow_depth=20,
         flow_epochs=10, depths=(8, 20, 32, 44, 56), epochs=30, seeds=2, log_points=400),
 }
 
@@ -234,11 +235,9 @@ def _init_section(out: Path, ds, budget: Budget, device: torch.device,
     log(f"init-at-depth: {budget.init_depth}-layer conv stack, width {budget.init_width}, "
         f"{len(INIT_SECTION)} inits x batch norm off/on, {budget.init_nets} networks each")
     t0 = time.perf_counter()
-    result = {**measure_init(ds, budget, device), "time_s": None}
+    result = measure_init(ds, budget, device)
     result["time_s"] = time.perf_counter() - t0
     path.parent.mkdir(parents=True, exist_ok=True)
-    from cnnlab.engine.outputs import write_json
-
     write_json(path, {"key": want, "result": result})
     return {**result, "reused": False}
 
@@ -284,7 +283,7 @@ def run_study(out: str | Path, *, dataset: str = "fashion-mnist", data_dir: str 
     init = _init_section(out, ds, budget, dev, say)
     settings = TrainSettings(dataset=dataset, data_dir=data_dir, subset=budget.subset,
                              resolution=budget.resolution, batch_size=budget.batch_size,
-                             log_points=budget.log_points, device=device)
+                             log_points=budget.log_points, device=str(dev))
     specs = plan_runs(budget)
     runs = []
     for i, spec in enumerate(specs, 1):
@@ -317,8 +316,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "budgets:\n"
         "  smoke     a pipeline check (about a minute on a CPU): sections 2-4 too short to show "
         "anything\n"
-        "  quick     about 7-10 minutes on 2 CPU cores: 5,000 Fashion-MNIST images at 14x14, "
-        "depths 8/20/32\n"
+        "  quick     4-7 minutes on 2 busy CPU cores (--threads 1): 5,000 Fashion-MNIST images "
+        "at 14x14, depths 8/20/32\n"
         "  standard  for one GPU: the whole training set at full resolution, depths 8-56, "
         "2 seeds\n\n"
         "Re-running the same command on the same --out reuses finished runs and resumes an "

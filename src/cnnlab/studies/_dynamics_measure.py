@@ -223,7 +223,8 @@ def layer_stats(model: nn.Module, modules: Sequence[nn.Module], images: Tensor,
             loss = F.cross_entropy(model(images), labels)
         missing = [i for i, o in enumerate(outputs) if o is None]
         if missing:
-            raise ValueError(f"modules {missing} were not called in the forward pass")
+            raise UserError(f"modules {missing} of the {len(modules)} to watch were not called "
+                            "in the forward pass; pass submodules of the model")
         grads = torch.autograd.grad(loss, outputs, allow_unused=False)
     finally:
         model.train(was_training)
@@ -265,28 +266,26 @@ def theory_std(layers: Sequence[tuple[int, int, float]], input_sq: float | Tenso
     """
     if isinstance(input_sq, Tensor):
         box = torch.ones(1, 1, kernel_size, kernel_size, dtype=torch.float64)
-        pad = kernel_size // 2
 
         def spread(v: Tensor) -> Tensor:  # (1, 1, H, W): sum over the taps that exist
-            return F.conv2d(v, box, padding=pad) / kernel_size ** 2
+            return F.conv2d(v, box, padding=kernel_size // 2) / kernel_size ** 2
 
         first = input_sq.to(torch.float64)[None, None]  # (1, 1, H, W)
     else:
-        def spread(v: float) -> float:
+        def spread(v: Tensor) -> Tensor:  # every tap exists: the textbook recursion
             return v
 
-        first = float(input_sq)
-    act_var: list = []
+        first = torch.tensor(float(input_sq), dtype=torch.float64)
+    act_var: list[Tensor] = []
     for i, (fan_in, _, var_w) in enumerate(layers):
         prev = first if i == 0 else act_var[-1] / 2
         act_var.append(fan_in * var_w * spread(prev))
-    top = top_grad_std ** 2
-    grad_var: list = [torch.full_like(first, top) if isinstance(first, Tensor) else top]
+    grad_var = [torch.full_like(first, top_grad_std ** 2)]
     for _, fan_out, var_w in reversed(layers[1:]):
         grad_var.append(fan_out * var_w * spread(grad_var[-1]) / 2)
     grad_var.reverse()
-    return ([math.sqrt(float(v.mean()) if isinstance(v, Tensor) else v) for v in act_var],
-            [math.sqrt(float(v.mean()) if isinstance(v, Tensor) else v) for v in grad_var])
+    return ([math.sqrt(float(v.mean())) for v in act_var],
+            [math.sqrt(float(v.mean())) for v in grad_var])
 
 
 @torch.no_grad()

@@ -257,15 +257,15 @@ def _symmetry_findings(payload: dict) -> list[str]:
                     f"{_f(z['rel_end_max'])}.")
     if "constant" in s:
         c = s["constant"]
+        dist = "exactly 0" if c["rel_end_max"] == 0 else f"at most {_f(c['rel_end_max'])}"
         if c["rel_end_max"] <= _IDENTICAL and c["max_conv_grad_norm"] > 0:
             out.key(f"Constant init is the symmetric case: gradients were non-zero (max conv "
                     f"gradient norm {_f(c['max_conv_grad_norm'])}) and the filters "
                     f"{'moved' if c['change_min'] > 0 else 'did not all move'} (change "
                     f"||W - W_0|| per layer {_f(c['change_min'])}-{_f(c['change_max'])}; "
                     f"mean filter norm {_f(c['norm_start'])} -> {_f(c['norm_end'])}), yet "
-                    f"every filter of a "
-                    f"layer received the same gradient and they stayed identical: relative "
-                    f"pairwise distance at most {_f(c['rel_end_max'])} after training (0 at "
+                    f"every filter of a layer received the same gradient and they stayed "
+                    f"identical: relative pairwise distance {dist} after training (0 at "
                     f"init). Each layer acts as one filter copied many times, so the network "
                     f"learns only what a one-channel network can (test accuracy "
                     f"{_pct(c['test_accuracy'])}).")
@@ -325,13 +325,21 @@ def _flow_findings(payload: dict) -> list[dict[str, Any]]:
             else:
                 out.key(f"Unexpected: the sigmoid net's first/last gradient "
                         f"ratio ({_f(ra)}) is not below the ReLU net's ({_f(rb)}).")
-        elif rb > ra:
-            out.key(f"The shortcuts carry more gradient to the early layers: "
-                    f"first/last conv RMS gradient ratio {_f(rb)} in the residual net vs "
-                    f"{_f(ra)} in the plain net ({_f(gain)}x; median over training).")
         else:
-            out.key(f"Unexpected: the residual net's first/last gradient "
-                    f"ratio ({_f(rb)}) is not above the plain net's ({_f(ra)}) in this run.")
+            if rb > ra:
+                out.key(f"The shortcuts carry more gradient to the early layers: first/last "
+                        f"conv RMS gradient ratio {_f(rb)} in the residual net vs {_f(ra)} in "
+                        f"the plain net ({_f(gain)}x; median over training).")
+            else:
+                out.key(f"Unexpected: the residual net's first/last gradient ratio ({_f(rb)}) "
+                        f"is not above the plain net's ({_f(ra)}) in this run (median over "
+                        f"training).")
+            a0, b0 = flow_summary(a)["ratio_step0"], flow_summary(b)["ratio_step0"]
+            if (b0 > a0) != (rb > ra):
+                out.add(f"At the first step the order is reversed: {_f(a0)} in the plain net "
+                        f"vs {_f(b0)} in the residual net. At initialisation the deep plain net "
+                        f"with batch norm sends a gradient that grows toward the input (section "
+                        f"1 measures this on a conv stack); training changes the picture.")
     if out:
         out.add("Both nets of a pair have identical layers, so their ratios compare like with "
                 "like; within one net the layers differ in channels and map size (a weight "
@@ -420,7 +428,9 @@ def _batchnorm_findings(payload: dict) -> list[str]:
                 f"{a['spec']['lr']}, He init) the final training error is "
                 f"{_f(_final_train_error(a))} after {a['spec']['epochs']} epochs; with batch "
                 f"norm (lr {b['spec']['lr']}) {_f(_final_train_error(b))} after "
-                f"{b['spec']['epochs']} epochs.")
+                f"{b['spec']['epochs']} epochs (different learning rates and budgets: not a "
+                f"controlled comparison; the trials behind the no-BN learning rate are in "
+                f"section 3).")
     return out
 
 
@@ -710,7 +720,8 @@ def write_report(out: Path, payload: dict) -> tuple[Path, Path]:
     fl = _runs(payload, "flow")
     if fl:
         rep.text(f"Gradient norm of every conv and linear weight, logged by a training callback "
-                 f"every {fl[0]['grad_norms']['every']} steps, shown as the RMS gradient per "
+                 f"every {_every_words(fl[0]['grad_norms']['every'])}, shown as the RMS "
+                 f"gradient per "
                  f"weight (norm / sqrt(number of weights)) so that layers of different sizes "
                  f"compare. Sigmoid vs ReLU: {fl[0]['spec']['depth']}-layer plain nets without "
                  f"batch norm, He init, lr {fl[0]['spec']['lr']} (a design choice: while "
@@ -728,7 +739,8 @@ def write_report(out: Path, payload: dict) -> tuple[Path, Path]:
         ("ratio_median", "first / last, median over training", None),
         ("train_error", "final training error", None)])
     rep.figure(_flow_heatmaps(payload), "gradient_flow_heatmaps",
-               "RMS gradient per weight, layer x training step (log colour scale, shared).")
+               "RMS gradient per weight, layer x training step (log colour scale shared within "
+               "each pair).")
     rep.figure(_flow_lines(payload), "gradient_flow_lines",
                "First, middle and last conv layer's RMS gradient during training.")
 
@@ -766,6 +778,10 @@ def write_report(out: Path, payload: dict) -> tuple[Path, Path]:
     return rep.write()
 
 
+
+
+def _every_words(every: int) -> str:
+    return "step" if every == 1 else f"{every} steps"
 
 
 def _subset_words(payload: dict) -> str:

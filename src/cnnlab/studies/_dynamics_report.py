@@ -474,6 +474,10 @@ def _init_figure(payload: dict, norm: str):
                 ax.plot(layers, c[f"theory_{what}_std"], "--", color=_COLORS[s], lw=1,
                         label=f"{INIT_SCHEMES[s]}, theory")
         ax.set_yscale("log")
+        lo, hi = ax.get_ylim()
+        if hi / lo < 100:  # at least two decades: +-1% must not look like a cliff
+            mid = math.sqrt(lo * hi)
+            ax.set_ylim(mid / 10, mid * 10)
         ax.set_xlabel("layer")
         ax.set_ylabel("std of the pre-activation y_l" if what == "act"
                       else "std of dL/dy_l")

@@ -105,6 +105,14 @@ def _expected_probabilities(run_dir, data_dir, dataset, indexes):
         return torch.softmax(loaded.model(x), dim=1).numpy(), ds.test_labels[indexes]
 
 
+def _explain(run_dir, out, *args):
+    """``cnnlab explain [sanity] --checkpoint RUN_DIR --out OUT ARGS...``: the exit status."""
+    action = ["sanity"] if args[:1] == ("sanity",) else []
+    return main(
+        ["explain", *action, "--checkpoint", str(run_dir), "--out", str(out), *args[len(action) :]]
+    )
+
+
 def _is_png(path):
     with Image.open(path) as img:
         return img.format == "PNG" and img.size[0] > 100
@@ -113,10 +121,7 @@ def _is_png(path):
 def test_explain_dataset_indexes(runs, capsys):
     run_dir, data_dir = runs["fmnist"]
     out = runs["tmp"] / "out-fm"
-    assert (
-        main(["explain", "--checkpoint", str(run_dir), "--images", "test:0-2,5", "--out", str(out)])
-        == 0
-    )
+    assert _explain(run_dir, out, "--images", "test:0-2,5") == 0
     printed = capsys.readouterr().out
     report = json.loads((out / "explain.json").read_text())
     assert f"layer: {report['layer']} (the last conv block, found automatically" in printed
@@ -139,32 +144,9 @@ def test_image_files_class_names_and_options_on_cifar(runs, capsys):
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 50, 3)).astype(np.uint8)).save(
         photo
     )
+    options = "--method gradcam++ --target Cat --second-target 9 --layer features.2 --cmap viridis"
     assert (
-        main(
-            [
-                "explain",
-                "--checkpoint",
-                str(run_dir),
-                "--images",
-                "3",
-                str(photo),
-                "--method",
-                "gradcam++",
-                "--target",
-                "Cat",
-                "--second-target",
-                "9",
-                "--layer",
-                "features.2",
-                "--cmap",
-                "viridis",
-                "--alpha",
-                "0.3",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
+        _explain(run_dir, out, "--images", "3", str(photo), *options.split(), "--alpha", "0.3") == 0
     )
     printed = capsys.readouterr().out
     assert f"note: resized {photo} from 50x40 to 32x32 (the model's input size)" in printed
@@ -182,22 +164,7 @@ def test_image_files_class_names_and_options_on_cifar(runs, capsys):
 def test_every_method_writes_its_picture(runs, method):
     run_dir, _ = runs["cifar"]
     out = runs["tmp"] / f"out-{method}"
-    assert (
-        main(
-            [
-                "explain",
-                "--checkpoint",
-                str(run_dir),
-                "--images",
-                "test:7",
-                "--method",
-                method,
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert _explain(run_dir, out, "--images", "test:7", "--method", method) == 0
     report = json.loads((out / "explain.json").read_text())
     assert report["images"][0]["files"]["method"] == f"00_test7_{method}.png"
     assert _is_png(out / f"00_test7_{method}.png") and _is_png(out / "00_test7_figure.png")
@@ -206,23 +173,7 @@ def test_every_method_writes_its_picture(runs, method):
 def test_sanity_command(runs, capsys):
     run_dir, _ = runs["fmnist"]
     out = runs["tmp"] / "out-sanity"
-    assert (
-        main(
-            [
-                "explain",
-                "sanity",
-                "--checkpoint",
-                str(run_dir),
-                "--images",
-                "test:0-3",
-                "--steps",
-                "4",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert _explain(run_dir, out, "sanity", "--images", "test:0-3", "--steps", "4") == 0
     printed = capsys.readouterr().out
     assert "deletion AUC (lower is better)" in printed
     report = json.loads((out / "sanity.json").read_text(), parse_constant=pytest.fail)
@@ -269,27 +220,12 @@ def test_sanity_command(runs, capsys):
 )
 def test_user_errors_are_one_line(runs, argv, message, capsys):
     run_dir, _ = runs["fmnist"]
-    status = main(
-        ["explain", "--checkpoint", str(run_dir), "--out", str(runs["tmp"] / "err"), *argv]
-    )
+    status = _explain(run_dir, runs["tmp"] / "err", *argv)
     err = capsys.readouterr().err
     assert status == 2
     assert err.startswith("cnnlab: error: ") and message in err and err.count("\n") == 1
 
 
 def test_not_a_run_folder(tmp_path, capsys):
-    assert (
-        main(
-            [
-                "explain",
-                "--checkpoint",
-                str(tmp_path),
-                "--images",
-                "0",
-                "--out",
-                str(tmp_path / "o"),
-            ]
-        )
-        == 2
-    )
+    assert _explain(tmp_path, tmp_path / "o", "--images", "0") == 2
     assert "not a cnnlab run folder" in capsys.readouterr().err

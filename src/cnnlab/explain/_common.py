@@ -1,4 +1,4 @@
-"""Plumbing shared by every explanation method: layers by name, eval mode, targets, input checks."""
+"""Plumbing shared by every explanation method: eval mode, input checks, targets, the base class."""
 
 from __future__ import annotations
 

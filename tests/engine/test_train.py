@@ -179,6 +179,16 @@ def test_cli_end_to_end_writes_every_output_and_load_run_reads_it(tmp_path, caps
         load_run(out, weights="worst")
     with pytest.raises(DataNotFoundError, match="not a cnnlab run folder"):
         load_run(tmp_path)
+    # weights that no longer fit the model (here: the saved width edited) are one clear line
+    other = tmp_path / "edited"
+    other.mkdir()
+    for name in ("config.json", "model.pt"):
+        (other / name).write_bytes((out / name).read_bytes())
+    edited = json.loads((other / "config.json").read_text())
+    edited["config"]["width"] = 0.5
+    (other / "config.json").write_text(json.dumps(edited))
+    with pytest.raises(UserError, match="does not fit the 'simple_cnn' model.*size mismatch"):
+        load_run(other)
 
     # --resume with only --out continues (here: a finished run is re-evaluated)
     assert main(["train", "--out", str(out), "--resume", "--quiet"]) == 0

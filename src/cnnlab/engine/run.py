@@ -79,7 +79,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", *, weights
 
     Raises:
         DataNotFoundError: the folder or the requested weights file does not exist.
-        UserError: an unknown ``weights`` choice.
+        UserError: an unknown ``weights`` choice, or weights that do not fit the model.
     """
     path = Path(run_dir)
     if weights not in WEIGHTS:
@@ -107,7 +107,12 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", *, weights
             kwargs["width"] = config.width
         model = models.create(config.model, num_classes=len(data["classes"]),
                               in_chans=data["in_chans"], **kwargs)
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # missing/unexpected keys or shape mismatches
+        first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+        raise UserError(f"{path / file} does not fit the {config.model!r} model as cnnlab defines "
+                        f"it now (trained with another version of the model?): {first}") from exc
     metrics_file = path / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
     return LoadedRun(model=model.to(device).eval(), config=config, data=data, metrics=metrics,

@@ -188,6 +188,10 @@ def test_frontier_and_scaling_sentences():
              "cpu_throughput_time_ratio": 0.3}
     text = _mobilenet_report._scaling_sentence(entry, "width", "MobileNetV1", "cpu")
     assert "0.260x the MACs" in text and "much less than the MACs" in text
+    assert "exactly alpha^2" in text and "rounded" not in text
+    rounded = _mobilenet_report._scaling_sentence({**entry, "pointwise_macs_ratio": 0.3},
+                                                  "width", "MobileNetV2", "cpu")
+    assert "rounded to multiples of 8" in rounded
     entry["cpu_latency_ratio"] = 0.27
     assert "follows the MACs closely" in _mobilenet_report._scaling_sentence(
         entry, "width", "MobileNetV1", "cpu")

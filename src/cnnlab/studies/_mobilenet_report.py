@@ -77,10 +77,14 @@ def _scaling_sentence(entry: Mapping[str, Any], axis: str, role_label: str, dev:
             f"{sym}=1 ({sym}^2 = {entry['predicted_ratio']:.3f}")
     if axis == "width":
         pw = entry.get("pointwise_macs_ratio")
-        text += (f"; the 1x1 layers alone {pw:.3f}x" if pw is not None else "")
+        if pw is not None:
+            rounded = abs(pw - entry["predicted_ratio"]) > 0.01 * entry["predicted_ratio"]
+            text += (f"; the 1x1 layers alone {pw:.3f}x, above alpha^2 because channel counts "
+                     "are rounded to multiples of 8" if rounded else
+                     f"; the 1x1 layers alone {pw:.3f}x, exactly alpha^2")
         if macs > entry["predicted_ratio"] * 1.02:
-            text += "; the rest is above alpha^2 because depthwise layers, the stem and the " \
-                    "classifier scale only with alpha, and channels are rounded to multiples of 8"
+            text += ("; the network as a whole is above alpha^2 because depthwise layers, the "
+                     "stem and the classifier scale only with alpha")
     else:
         eff = entry.get("effective_rho2")
         if eff is not None and abs(eff - entry["predicted_ratio"]) > 1e-9:
@@ -153,8 +157,11 @@ def interpret(result: Any, device: str) -> list[str]:
             text = (f"{label}: {share['macs']:.1%} of the conv/linear MACs and "
                     f"{share['params']:.1%} of their weights are in 1x1 convolutions")
             if role == "v1":
-                text += (f" (paper, 224x224: {theory['paper_share_1x1']['macs']:.2%} and "
-                         f"{theory['paper_share_1x1']['params']:.2%})")
+                text += (f" (paper, 224x224: {theory['paper_share_1x1']['macs']:.2%} of the "
+                         f"Mult-Adds and {theory['paper_share_1x1']['params']:.2%} of the "
+                         "parameters; its parameter share is lower because its 1000-class "
+                         "fully connected layer holds a quarter of the weights, where ours has "
+                         f"{theory['num_classes']} outputs)")
             out.append(text + ".")
     vr = theory.get("v2_vs_resnet")
     if vr and vr["macs_ratio"]:

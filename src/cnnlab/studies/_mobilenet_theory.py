@@ -159,10 +159,11 @@ def separable_table(v1: Mapping[str, Any], conv_v1: Mapping[str, Any]) -> list[d
 
 
 def compare(rows: Sequence[Mapping[str, Any]], counts: Mapping[str, Mapping[str, Any]],
-            archs: Mapping[str, Any]) -> dict[str, Any]:
+            num_classes: int) -> dict[str, Any]:
     """Every theory-vs-measurement table of the report (see the module docstring)."""
     by_role = {r["role"]: r for r in rows if r["width"] == 1.0 and r["resolution"] == 1.0}
     theory: dict[str, Any] = {
+        "num_classes": num_classes,
         "alpha": {role: _sweep(rows, counts, role, "width") for role in ("v1", "v2")},
         "rho": {role: _sweep(rows, counts, role, "resolution") for role in ("v1", "v2")},
         "share_1x1": {

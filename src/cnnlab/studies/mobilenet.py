@@ -92,11 +92,11 @@ _RHOS = (1.0, 0.875, 0.75, 0.5)
 BUDGETS: dict[str, Budget] = {b.name: b for b in (
     # 2 CPU cores, <= 10 minutes for Fashion-MNIST: every run of the plan, on a small subset for
     # one epoch; ResNet-18 (6x the MACs of MobileNetV2) is timed, ResNet-20 trained instead.
-    Budget("quick", epochs=1, subset=2000, seeds=1, batch_size=64, lr=0.05,
-           alphas=_ALPHAS, rhos=_RHOS, trained=("conventional", "v1", "v2"),
-           timed_only=("resnet", "conv_v1"), latency_repeats=20, latency_seconds=2.0,
+    Budget("quick", epochs=2, subset=3000, seeds=1, batch_size=64, lr=0.05,
+           alphas=_ALPHAS, rhos=_RHOS, trained=("conventional", "v1", "v2", "resnet"),
+           timed_only=("conv_v1",), latency_repeats=20, latency_seconds=2.0,
            throughput_batch_cpu=64, throughput_batch_cuda=1024, throughput_seconds=3.0,
-           description="every run on 2,000 training images for 1 epoch (a CPU smoke study: "
+           description="every run on 3,000 training images for 2 epochs (a CPU study: "
                        "accuracies are far from converged)"),
     Budget("standard", epochs=15, subset=None, seeds=1, batch_size=256, lr=0.1,
            alphas=_ALPHAS, rhos=_RHOS, trained=("conventional", "v1", "v2", "resnet"),
@@ -307,7 +307,7 @@ def run_study(cfg: StudyConfig) -> StudyResult:
         runs = [records[s.run_id] for s in trained if s.arch_id == arch_id]
         rows.append(_row(spec, counts[arch_id], speeds.get(arch_id, {}), runs))
 
-    theory = _mobilenet_theory.compare(rows, counts, archs)
+    theory = _mobilenet_theory.compare(rows, counts, num_classes)
     env = environment(device)
     env["torch_threads"] = torch.get_num_threads()
     result = StudyResult(rows=rows, theory=theory, interpretation=[], environment=env, out=out,

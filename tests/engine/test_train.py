@@ -107,7 +107,7 @@ def test_cuda_without_gpu(config, toy, make_model):
 
 
 def test_tensorboard_missing_is_a_clear_error(config, toy, make_model):
-    pytest.importorskip  # (tensorboard is an optional extra, absent from the test environment)
+    # tensorboard is an optional extra, absent from the test environment
     try:
         import tensorboard  # noqa: F401
         pytest.skip("tensorboard is installed")

@@ -153,10 +153,11 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["study", "dynamics", "--out", str(tmp_path / "file"), "--budget", "smoke",
                  "--data-dir", str(FMNIST)]) == 2
     assert capsys.readouterr().err.startswith("cnnlab: error: --out")
-    assert main(["study", "dynamics", "--out", str(tmp_path / "x"), "--threads", "0"]) == 2
-    with pytest.raises(SystemExit) as exc:
-        main(["study", "dynamics", "--out", str(tmp_path / "y"), "--budget", "huge"])
-    assert exc.value.code == 2
+    for bad in (["--threads", "0"], ["--budget", "huge"]):  # argparse's own errors: exit 2
+        with pytest.raises(SystemExit) as exc:
+            main(["study", "dynamics", "--out", str(tmp_path / "y"), *bad])
+        assert exc.value.code == 2
+    assert "--threads: must be at least 1, got 0" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------ wording follows the measurement

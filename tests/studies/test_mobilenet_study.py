@@ -95,13 +95,12 @@ def test_macs_ratio_matches_alpha_squared_within_channel_rounding(study, role, m
     half = next(e for e in result.theory["alpha"][role] if e["width"] == 0.5)
     # The network's ratio is a MAC-weighted mean of per-layer channel factors, so it lies
     # between the smallest and the largest of them; the 1x1 layers are where alpha^2 holds.
-    factors = _channel_factors(models.create(model, in_chans=1, width=0.5),
-                               models.create(model, in_chans=1, width=1.0))
-    assert min(factors) <= half["macs_ratio"] <= max(factors)
     small = models.create(model, in_chans=1, width=0.5)
     big = models.create(model, in_chans=1, width=1.0)
-    pw = [f for f, (n, m) in zip(factors, [(n, m) for n, m in small.named_modules()
-                                           if isinstance(m, (nn.Conv2d, nn.Linear))])
+    factors = _channel_factors(small, big)
+    assert min(factors) <= half["macs_ratio"] <= max(factors)
+    layers = [m for m in small.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    pw = [f for f, m in zip(factors, layers, strict=True)
           if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1]
     assert min(pw) <= half["pointwise_macs_ratio"] <= max(pw)
     if role == "v1":  # every V1 channel count x 0.5 is a multiple of 8: exactly alpha^2
@@ -109,7 +108,6 @@ def test_macs_ratio_matches_alpha_squared_within_channel_rounding(study, role, m
         assert 0.25 < half["macs_ratio"] < 0.27  # dw, stem and classifier scale with alpha
     else:  # V2 rounds to multiples of 8 (e.g. 24 x 0.5 = 12 -> 16): above alpha^2
         assert 0.25 < half["pointwise_macs_ratio"] < 0.35
-    del big
 
 
 def _pointwise_share_by_forward(model: nn.Module, shape) -> float:

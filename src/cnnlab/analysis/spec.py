@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.analysis import _geometry as G
-from cnnlab.analysis.result import Analysis, AnalysisError, Layer, OpCounts, format_shape
+from cnnlab.analysis.result import Analysis, AnalysisError, Layer, format_shape
 from cnnlab.errors import UserError
 
 _BYTES_PER_ELEMENT = 4  # float32 activations

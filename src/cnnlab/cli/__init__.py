@@ -65,6 +65,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141
 
 
+def add_threads_option(parser: argparse._ActionsContainer) -> None:
+    """``--threads N``: torch CPU threads for a command that computes."""
+    parser.add_argument("--threads", type=_positive_int, metavar="N",
+                        help="torch CPU threads (default: torch's choice; on a busy machine 1 is "
+                             "often faster; exact resumes need the same number)")
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    """Set torch's CPU threads from ``--threads`` when it was given."""
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def error(message: str) -> int:
     """Print one CLI error line and return exit status 2 (for commands' own checks)."""
     print(f"cnnlab: error: {message}", file=sys.stderr)

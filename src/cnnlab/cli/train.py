@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from cnnlab.cli import add_threads_option, apply_threads
 from cnnlab.errors import UserError
 
 EPILOG = """\
@@ -108,8 +109,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--tta", action="store_true",
                    help="evaluate with horizontal-flip test-time augmentation")
     g.add_argument("--eval-batch-size", type=int, help=f"default {d.eval_batch_size}")
-    g.add_argument("--threads", type=int,
-                   help="CPU threads for torch (default: torch's choice; 1 on a busy machine)")
+    add_threads_option(g)
     g = p.add_argument_group("outputs")
     g.add_argument("--out", help="run folder (required)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -141,12 +141,10 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
     from cnnlab.engine import TrainingInterrupted, train
 
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     config = build_config(args)
     try:
         result = train(config)

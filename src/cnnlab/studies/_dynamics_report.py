@@ -522,7 +522,7 @@ def _symmetry_figure(payload: dict):
 def _flow_heatmaps(payload: dict):
     pairs = _flow_pairs(payload)
     fig, axes = _fig(11, 3.6 * max(1, len(pairs)), ncols=2, nrows=max(1, len(pairs)))
-    for row, (a, b, what) in zip(axes, pairs, strict=False):
+    for row, (a, b, _what) in zip(axes, pairs, strict=False):
         logs = [np.log10(np.where(_rms(r)[1] > 0, _rms(r)[1], np.nan)) for r in (a, b)]
         finite = np.concatenate([v[np.isfinite(v)] for v in logs])
         vmin, vmax = np.percentile(finite, 1), np.percentile(finite, 99)  # shared by the pair

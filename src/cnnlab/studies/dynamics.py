@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from cnnlab.cli import add_threads_option, apply_threads
 from cnnlab.engine.outputs import write_json
 from cnnlab.errors import UserError
 from cnnlab.studies._dynamics_measure import (
@@ -330,18 +331,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how much to train (default quick)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="default auto (CUDA when available)")
-    parser.add_argument("--threads", type=int, metavar="N",
-                        help="torch CPU threads (default: torch's choice; on a loaded machine 1 "
-                             "is often faster)")
+    add_threads_option(parser)
     parser.add_argument("--out", required=True, help="study folder (report, results, runs/)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Run the study from parsed ``cnnlab study dynamics`` arguments; returns the exit status."""
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UserError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     run_study(args.out, dataset=args.dataset, data_dir=args.data_dir, budget=args.budget,
               device=args.device)
     return 0

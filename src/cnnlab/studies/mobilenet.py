@@ -383,6 +383,8 @@ def _row(spec: RunSpec, counts: dict[str, Any], speed: dict[str, dict[str, Any]]
 # ------------------------------------------------------------------------------------- the CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``cnnlab study mobilenet``."""
+    from cnnlab.cli import add_threads_option
+
     parser.add_argument("--dataset", default="fashion-mnist", choices=DATASETS)
     parser.add_argument("--data-dir", default=None,
                         help="where the data set is (default: the data set's search order)")
@@ -397,10 +399,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-speed", dest="measure_speed", action="store_false",
                         help="skip the latency/throughput measurements")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_threads_option(parser)
     parser.add_argument("--out", default="runs/study-mobilenet", help="report folder")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    from cnnlab.cli import apply_threads
+
+    apply_threads(args)
     cfg = StudyConfig(dataset=args.dataset, data_dir=args.data_dir, budget=args.budget,
                       seeds=args.seeds, device=args.device, out=args.out, subset=args.subset,
                       epochs=args.epochs, measure_speed=args.measure_speed, quiet=args.quiet)

@@ -85,6 +85,12 @@ def test_cnnlab_model_names(capsys):
         assert a.totals["total_macs"] == counter.get_total_flops() // 2
     # He et al. (2016), Table 6: ResNet-20 has 0.27M parameters
     assert round(analyze("resnet20").totals["trainable_params"] / 1e6, 2) == 0.27
+    # ImageNet-size models are analysed at the paper's 1000 classes: Howard et al. (2017),
+    # Table 6: MobileNetV1 1.0 has 4.2M parameters and 569M Mult-Adds at 224x224
+    v1 = analyze("mobilenet_v1")
+    assert v1.input_shape == (3, 224, 224) and v1.output_layer.output_shape == (1000,)
+    assert round(v1.totals["trainable_params"] / 1e6, 1) == 4.2
+    assert round(v1.totals["total_macs"] / 1e6) in (569, 570)  # the FC layer adds 1.02M
 
 
 def test_impossible_layer_prints_the_partial_table_then_one_error_line(capsys, exercises):

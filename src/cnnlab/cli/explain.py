@@ -13,13 +13,12 @@ deletion/insertion curves and ``sanity.json``.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cnnlab._json import write_json
 from cnnlab.errors import DataError, DataNotFoundError, UserError
 
 METHODS = ("gradcam", "gradcam++", "guided", "guided-gradcam")
@@ -263,21 +262,6 @@ def _class_index(value: str | None, classes: list[str], option: str) -> int | No
     )
 
 
-def _json_safe(obj: Any) -> Any:
-    """NaN/inf -> None so that the JSON is standard."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.write_text(json.dumps(_json_safe(payload), indent=2, allow_nan=False))
-
-
 def _slug(source: str) -> str:
     return re.sub(
         r"[^A-Za-z0-9_-]+",
@@ -427,7 +411,7 @@ def _explain(
         "images": records,
         "environment": environment(device),
     }
-    _write_json(args.out / "explain.json", payload)
+    write_json(args.out / "explain.json", payload)
     print(f"wrote {2 * len(records)} PNGs and explain.json to {args.out}")
     return 0
 
@@ -510,7 +494,7 @@ def _sanity(args, model, images: _Images, probs, target, layer, classes, common,
         "files": ["cascade.png", "cascade_maps.png", "deletion_insertion.png"],
         "environment": environment(device),
     }
-    _write_json(args.out / "sanity.json", payload)
+    write_json(args.out / "sanity.json", payload)
     print(
         f"wrote cascade.png, cascade_maps.png, deletion_insertion.png and sanity.json to {args.out}"
     )

@@ -8,46 +8,17 @@ matplotlib's object API (no pyplot state, no display needed).
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from cnnlab._json import write_json  # noqa: F401  (part of this module's API)
+
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
                    "epoch_time_s", "train_time_s", "images_per_s")
-
-
-def _json_default(value: Any):
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
-
-
-def _finite(value: Any) -> Any:
-    """NaN/inf become None (JSON has no such numbers; ``null`` reads as "not available")."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Pretty, strict JSON, written to a temporary file and renamed into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_finite(data), indent=2, default=_json_default, allow_nan=False)
-                   + "\n")
-    os.replace(tmp, path)
 
 
 def write_csv(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> None:

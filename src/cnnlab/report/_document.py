@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import json
 import math
 import os
 import re
@@ -13,6 +12,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cnnlab._json import atomic_write_text, json_safe, write_json
 
 # A column: (key in the row dict, header text, formatter or None for fmt_num).
 Column = tuple[str, str, Callable[[Any], str] | None]
@@ -198,8 +199,8 @@ class Report:
         """Write ``report.md`` and ``report.html``; returns their paths."""
         md = self.out_dir / "report.md"
         page = self.out_dir / "report.html"
-        _atomic_write_text(md, self.to_markdown())
-        _atomic_write_text(page, self.to_html())
+        atomic_write_text(md, self.to_markdown())
+        atomic_write_text(page, self.to_html())
         return md, page
 
 
@@ -212,7 +213,7 @@ def save_results(out_dir: str | os.PathLike, payload: Mapping[str, Any],
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     jpath, cpath = out / "results.json", out / "results.csv"
-    _atomic_write_text(jpath, json.dumps(_json_safe(payload), indent=2, allow_nan=False) + "\n")
+    write_json(jpath, payload)
     keys: list[str] = []
     for row in rows:
         keys += [k for k in row if k not in keys]
@@ -221,29 +222,9 @@ def save_results(out_dir: str | os.PathLike, payload: Mapping[str, Any],
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: _json_safe(row.get(k)) for k in keys})
+            writer.writerow({k: json_safe(row.get(k)) for k in keys})
     os.replace(tmp, cpath)
     return jpath, cpath
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return _json_safe(value.item())
-    return value
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 _CSS = """

@@ -27,7 +27,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -333,6 +332,7 @@ def _build(spec: RunSpec, in_chans: int, num_classes: int):
 
 def _speed(model, shape, dev: str, budget: Budget, cache: Path) -> dict[str, Any]:
     """Batch-1 latency and throughput on ``dev``, cached so a re-run does not re-measure."""
+    from cnnlab._json import write_json
     from cnnlab.studies.timing import measure_speed
 
     if cache.exists():
@@ -347,9 +347,7 @@ def _speed(model, shape, dev: str, budget: Budget, cache: Path) -> dict[str, Any
             "throughput": thr.images_per_s, "throughput_batch": thr.batch_size,
             "threads": lat.threads, "dtype": lat.dtype}
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, cache)
+    write_json(cache, data)
     return data
 
 

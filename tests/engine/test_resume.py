@@ -89,11 +89,15 @@ def straight(config, toy, make_model, tmp_path):
     ("batch_end", 2, 3, "epoch 2 step 3/6"),          # mid-epoch: saved with the step index
     ("after_backward", 2, 3, None),                   # inside a step: falls back to epoch 1
 ])
+@pytest.mark.parametrize("interrupter_first", [False, True])
 def test_interrupt_then_resume_is_bit_identical(config, toy, make_model, straight, event, epoch,
-                                                step, where):
+                                                step, where, interrupter_first):
     ref, ref_counter = straight
     counter = CountBatches()
-    first = run(config, toy, make_model, [counter, InterruptAt(event, epoch, step)])
+    # the callbacks after the one that interrupts still see the event, so their saved state
+    # matches the step the checkpoint was taken at, whatever the order
+    callbacks = [counter, InterruptAt(event, epoch, step)]
+    first = run(config, toy, make_model, callbacks[::-1] if interrupter_first else callbacks)
     with pytest.raises(TrainingInterrupted) as err:
         first.fit()
     message = err.value.message

@@ -19,7 +19,8 @@ A callback overrides the hooks it needs; each receives the running :class:`~cnnl
 A callback's ``state_dict()`` is saved in every checkpoint and handed back to
 ``load_state_dict()`` on ``--resume``, so stateful callbacks resume exactly. Setting
 ``run.should_stop = True`` ends training after the current epoch. Raising ``KeyboardInterrupt``
-from ``on_batch_end`` behaves like Ctrl-C at that point.
+from ``on_batch_end`` behaves like Ctrl-C at that point (the other callbacks still receive that
+``on_batch_end`` before the checkpoint is saved).
 """
 
 from __future__ import annotations

@@ -306,8 +306,16 @@ class Trainer:
         return self.result
 
     def _fire(self, event: Event) -> None:
+        stop = False
         for cb in self.callbacks:
-            getattr(cb, event.value)(self)
+            try:
+                getattr(cb, event.value)(self)
+            except KeyboardInterrupt:
+                # a callback asking to stop acts like Ctrl-C at this event: the callbacks after
+                # it still see the event, so the states saved in the checkpoint agree
+                stop = True
+        if stop:
+            raise KeyboardInterrupt
 
     def _train_epoch(self) -> None:
         cfg, sp, dev = self.config, self.splits, self.device

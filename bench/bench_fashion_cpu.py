@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab import _malloc
 from cnnlab.data import load_dataset
 from cnnlab.engine import TrainConfig, train
 from cnnlab.provenance import environment
@@ -119,6 +120,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, help="write a JSON record here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    allocator = _malloc.tune()  # as the cnnlab command does (CNNLAB_MALLOC=default to compare)
     ds = load_dataset("fashion-mnist")
     load_before = os.getloadavg()
     names = list(RECIPES) if args.recipe == "all" else [args.recipe]
@@ -130,7 +132,8 @@ def main() -> None:
           f"{load_before[0]:.1f}, "
           f"after {load_after[0]:.1f}); goal: >= 92% test accuracy in <= 180 s.\n"
           "CPU s = processor time used by this process (all threads): on a shared machine it is "
-          "the load-independent measure; with 1 thread it is the wall time on an idle core.")
+          "the load-independent measure; with 1 thread it is the wall time on an idle core.\n"
+          f"Allocator: {allocator}.")
     for r in rows:
         ok = r["test_accuracy"] >= 0.92 and r["train_time_s"] <= 180
         print(f"  {r['recipe']:42s} test {100 * r['test_accuracy']:.2f}%  train "

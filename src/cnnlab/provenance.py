@@ -57,7 +57,7 @@ def device_description(device: Any = None) -> str:
 
 def environment(device: Any = None) -> dict[str, Any]:
     """Versions, device, git commit, command line and time, as a JSON-serialisable dict."""
-    from cnnlab import __version__
+    from cnnlab import __version__, _malloc
 
     env: dict[str, Any] = {
         "cnnlab": __version__,
@@ -65,6 +65,7 @@ def environment(device: Any = None) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": device_description(device),
+        "allocator": _malloc.state(),
         "command": " ".join(sys.argv),
         "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

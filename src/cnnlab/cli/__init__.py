@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from cnnlab import __version__
+from cnnlab import __version__, _malloc
 from cnnlab.errors import UserError
 
 # command name -> (module, one-line help). Keep in the order a newcomer meets them.
@@ -50,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = _build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
+    _malloc.tune()  # every command: freed tensor memory stays in the process (see _malloc)
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

@@ -329,7 +329,10 @@ def write(result: Any, study: Mapping[str, Any], records: Mapping[str, Any]) -> 
         f"0.1, the data set's default augmentation; {study['seeds']} seed(s).",
         f"Device: {env['device']} ({study['device']}); speed measured with batch 1 (median of up "
         f"to {b['latency_repeats']} calls) and batch {b['throughput_batch_cpu']} (CPU) / "
-        f"{b['throughput_batch_cuda']} (GPU, bf16, channels_last), eval mode.",
+        f"{b['throughput_batch_cuda']} (GPU, bf16, channels_last), eval mode; CPU memory "
+        f"allocator: {env.get('allocator', 'not recorded')} (with glibc's defaults, freed "
+        "activations go back to the operating system after every pass and MobileNets lose "
+        "about half their CPU speed; see cnnlab._malloc).",
         f"{result.trained_now} run(s) trained now, {result.reused} reused from an earlier "
         f"invocation; this invocation took {study['elapsed_s']:.0f} s.",
         "MACs are the analyzer's conv + linear multiply-accumulates for one image (the papers' "

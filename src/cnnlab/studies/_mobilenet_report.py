@@ -333,8 +333,9 @@ def write(result: Any, study: Mapping[str, Any], records: Mapping[str, Any]) -> 
         f"allocator: {env.get('allocator', 'not recorded')} (with glibc's defaults, freed "
         "activations go back to the operating system after every pass and MobileNets lose "
         "about half their CPU speed; see cnnlab._malloc).",
-        f"{result.trained_now} run(s) trained now, {result.reused} reused from an earlier "
-        f"invocation; this invocation took {study['elapsed_s']:.0f} s.",
+        f"{len(records)} training runs, {sum(r.metrics['train_time_s'] for r in records.values()):.0f} s "
+        f"of training in all; {result.trained_now} trained now, {result.reused} reused from an "
+        f"earlier invocation; this invocation took {study['elapsed_s']:.0f} s.",
         "MACs are the analyzer's conv + linear multiply-accumulates for one image (the papers' "
         "Mult-Adds); FLOPs = 2 x MACs.",
     ])

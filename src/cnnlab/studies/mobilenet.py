@@ -356,7 +356,8 @@ def _speed(model, shape, dev: str, budget: Budget, cache: Path) -> dict[str, Any
 def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+    # one seed has no spread: None ("-" in tables), not a misleading 0
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
 def _row(spec: RunSpec, counts: dict[str, Any], speed: dict[str, dict[str, Any]],

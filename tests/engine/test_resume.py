@@ -213,3 +213,14 @@ def test_should_stop_ends_training_and_stays_stopped(config, toy, make_model):
 def test_interrupt_without_out_dir(config, toy, make_model):
     with pytest.raises(TrainingInterrupted, match="nothing saved"):
         run(config, toy, make_model, [InterruptAt("batch_end", 1, 2)], out=None).fit()
+
+
+def test_callback_state_reads_a_callbacks_saved_state(straight, tmp_path):
+    from cnnlab.engine.checkpoint import CHECKPOINT, callback_state
+    from cnnlab.errors import DataError
+
+    ref, counter = straight
+    path = ref.out / CHECKPOINT
+    assert callback_state(path, CountBatches) == {"count": counter.count} == {"count": 12}
+    with pytest.raises(DataError, match="holds no state of callback InterruptAt#0"):
+        callback_state(path, InterruptAt)

@@ -64,3 +64,24 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise DataError(f"{path}: not a cnnlab checkpoint of format {FORMAT}")
     return ckpt
+
+
+def callback_key(callback_type: type, index: int = 0) -> str:
+    """Where a checkpoint keeps a callback's state: ``"<class name>#<index>"``, the index
+    counting earlier callbacks of the same class in the run's list."""
+    return f"{callback_type.__qualname__}#{index}"
+
+
+def callback_state(path: str | Path, callback_type: type, index: int = 0) -> dict[str, Any]:
+    """The saved ``state_dict()`` of a callback in the checkpoint at ``path``.
+
+    Raises:
+        DataError: the checkpoint holds no state for that callback.
+    """
+    saved = load_checkpoint(path)["callbacks"]
+    key = callback_key(callback_type, index)
+    if key not in saved:
+        raise DataError(f"{path} holds no state of callback {key} (it has: "
+                        f"{', '.join(sorted(saved)) or 'none'})")
+    return saved[key]
+

@@ -383,7 +383,7 @@ class Trainer:
         sp = self.splits
         self.val = None
         if len(sp.val_labels):
-            self.val = self._evaluate(sp.val_images, sp.val_labels)
+            self.val = self.evaluate(sp.val_images, sp.val_labels)
         self._fire(Event.VALIDATION_END)
         stats = torch.stack([self._loss_sum.double(), self._correct.double()]).cpu()
         row = {
@@ -410,7 +410,10 @@ class Trainer:
             ckpt_io.atomic_save(self._state(), self.out / ckpt_io.CHECKPOINT)
             outputs.write_csv(self.out / "history.csv", self.history, outputs.HISTORY_COLUMNS)
 
-    def _evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> EvalResult:
+    def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> EvalResult:
+        """Loss and accuracy of the current weights (EMA when on) on uint8 ``(N, C, H, W)``
+        images, exactly as the run evaluates its validation and test splits (callbacks may call
+        it, e.g. for a test-error curve)."""
         return evaluate(self.eval_model, images, labels, mean=self.splits.mean, std=self.splits.std,
                         num_classes=len(self.splits.classes),
                         batch_size=self.config.eval_batch_size, amp=self.amp,
@@ -447,7 +450,7 @@ class Trainer:
     # ------------------------------------------------------------------ finishing, outputs
     def _finish(self) -> RunResult:
         sp = self.splits
-        test = self._evaluate(sp.test_images, sp.test_labels)
+        test = self.evaluate(sp.test_images, sp.test_labels)
         train_time = sum(r["train_time_s"] for r in self.history)
         images = sum(r["images_per_s"] * r["train_time_s"] for r in self.history)
         wall = self._prior_wall_s + time.perf_counter() - self._wall_start
@@ -535,8 +538,7 @@ class Trainer:
 
     def _cb_key(self, i: int) -> str:
         cb = self.callbacks[i]
-        same = sum(type(c) is type(cb) for c in self.callbacks[:i])
-        return f"{type(cb).__qualname__}#{same}"
+        return ckpt_io.callback_key(type(cb), sum(type(c) is type(cb) for c in self.callbacks[:i]))
 
     def _resume(self) -> None:
         path = self.out / ckpt_io.CHECKPOINT

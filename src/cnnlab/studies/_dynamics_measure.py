@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnlab.engine.callbacks import Callback
-from cnnlab.engine.metrics import evaluate
 from cnnlab.errors import UserError
 from cnnlab.models import resolve_act, resolve_norm
 
@@ -430,10 +429,7 @@ class TestErrorRecorder(Callback):
         self.rows: list[dict[str, float]] = []
 
     def on_epoch_end(self, run: Trainer) -> None:
-        sp = run.splits
-        res = evaluate(run.eval_model, sp.test_images, sp.test_labels, mean=sp.mean, std=sp.std,
-                       num_classes=len(sp.classes), batch_size=run.config.eval_batch_size,
-                       amp=run.amp, channels_last=run.channels_last)
+        res = run.evaluate(run.splits.test_images, run.splits.test_labels)
         self.rows.append({"epoch": run.epoch, "test_error": 1.0 - res.accuracy,
                           "test_loss": res.loss})
 

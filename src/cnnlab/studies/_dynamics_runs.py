@@ -168,8 +168,7 @@ def execute(spec: RunSpec, s: TrainSettings, ds: Dataset, root: Path,
     if not path.is_file():
         raise DataError(f"{path} is missing: it holds the run's gradient logs; delete {run_dir} "
                         "to train the run again")
-    saved = ckpt_io.load_checkpoint(path)["callbacks"]
-    states = {type(r).__qualname__: saved[f"{type(r).__qualname__}#0"] for r in recorders}
+    states = {type(r).__qualname__: ckpt_io.callback_state(path, type(r)) for r in recorders}
     m = record.metrics
     log(f"{spec.key}: final training error {1 - m['history'][-1]['train_accuracy']:.3f}, "
         f"test error {1 - m['test_accuracy']:.3f}, {m['wall_time_s']:.1f} s")

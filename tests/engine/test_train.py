@@ -3,6 +3,7 @@
 import dataclasses
 import gzip
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -106,15 +107,26 @@ def test_cuda_without_gpu(config, toy, make_model):
         Trainer(dataclasses.replace(config, device="cuda"), model=make_model(), dataset=toy)
 
 
-def test_tensorboard_missing_is_a_clear_error(config, toy, make_model):
-    # tensorboard is an optional extra, absent from the test environment
-    try:
-        import tensorboard  # noqa: F401
-        pytest.skip("tensorboard is installed")
-    except ImportError:
-        pass
+def test_tensorboard_missing_is_a_clear_error(config, toy, make_model, monkeypatch):
+    # tensorboard is an optional extra: simulate a machine without it
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     with pytest.raises(UserError, match=r"pip install 'cnnlab\[tensorboard\]'"):
         Trainer(dataclasses.replace(config, tensorboard=True), model=make_model(), dataset=toy)
+
+
+def test_tensorboard_logs_every_epoch(config, toy, make_model):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    t = Trainer(dataclasses.replace(config, tensorboard=True), model=make_model(), dataset=toy,
+                log=False)
+    t.fit()
+    events = EventAccumulator(str(Path(config.out) / "tensorboard"))
+    events.Reload()
+    assert {"train_loss", "val_accuracy", "lr"} <= set(events.Tags()["scalars"])
+    logged = [(e.step, e.value) for e in events.Scalars("val_accuracy")]
+    expected = [(r["epoch"], r["val_accuracy"]) for r in t.history]
+    assert [s for s, _ in logged] == [s for s, _ in expected] == [1, 2]
+    assert [v for _, v in logged] == pytest.approx([v for _, v in expected], rel=1e-6)
 
 
 # ------------------------------------------------------------------------------------- CLI

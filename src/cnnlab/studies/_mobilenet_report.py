@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from cnnlab.report import Report, fmt_num, save_results
+from cnnlab.studies.mobilenet import ROLES
 
 _ROLE_STYLE = {  # role -> (colour, marker)
     "conventional": ("#6e6e6e", "s"), "v1": ("#1f77b4", "o"), "v2": ("#d62728", "^"),
@@ -187,41 +188,34 @@ def interpret(result: Any, device: str) -> list[str]:
 
 # --------------------------------------------------------------------------------- plots
 def _scatter(ax, rows, xkey: str, xlabel: str) -> None:
+    """One marker per architecture (open for the rho sweep); each sweep joined to its
+    alpha = rho = 1 point (solid: alpha, dashed: rho); alpha/rho tags beside the markers."""
     for role, (colour, marker) in _ROLE_STYLE.items():
         pts = [r for r in rows if r["role"] == role and r.get(xkey) is not None
                and r["test_accuracy"] is not None]
         if not pts:
             continue
-        for sweep, face in (("baseline", colour), ("alpha", colour), ("rho", "white")):
-            sel = [r for r in pts if r["sweep"] == sweep or (sweep == "baseline" and
-                                                              r["width"] == r["resolution"] == 1)]
-            if sweep != "baseline":
-                sel = [r for r in pts if r["sweep"] == sweep] + \
-                      [r for r in pts if r["width"] == r["resolution"] == 1.0]
-                sel.sort(key=lambda r: r[xkey])
-                if len(sel) > 1:
-                    ax.plot([r[xkey] for r in sel], [100 * r["test_accuracy"] for r in sel],
-                            color=colour, ls="-" if sweep == "alpha" else "--", lw=1, alpha=0.6)
-            for r in sel:
-                ax.errorbar(r[xkey], 100 * r["test_accuracy"],
-                            yerr=100 * (r["test_accuracy_std"] or 0), fmt=marker, color=colour,
-                            mfc=face if r["sweep"] != "rho" else "white", ms=7, capsize=3)
+        base = [r for r in pts if r["width"] == r["resolution"] == 1.0]
+        for sweep, ls in (("alpha", "-"), ("rho", "--")):
+            line = sorted([r for r in pts if r["sweep"] == sweep] + base, key=lambda r: r[xkey])
+            if len(line) > 1:
+                ax.plot([r[xkey] for r in line], [100 * r["test_accuracy"] for r in line],
+                        color=colour, ls=ls, lw=1, alpha=0.6)
         for r in pts:
+            ax.errorbar(r[xkey], 100 * r["test_accuracy"],
+                        yerr=100 * (r["test_accuracy_std"] or 0), fmt=marker, color=colour,
+                        mfc="white" if r["sweep"] == "rho" else colour, ms=7, capsize=3)
             tag = ("" if r["width"] == r["resolution"] == 1 else
                    f"a{r['width']:g}" if r["width"] != 1 else f"r{r['resolution']:g}")
             if tag:
                 ax.annotate(tag, (r[xkey], 100 * r["test_accuracy"]), fontsize=7,
                             xytext=(4, 3), textcoords="offset points", color=colour)
-        ax.plot([], [], marker, color=colour, label=ROLE_LABELS.get(role, role))
+        ax.plot([], [], marker, color=colour, label=ROLES[role].label)
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, title="solid: alpha sweep, dashed/open: rho sweep", title_fontsize=7)
-
-
-ROLE_LABELS = {"conventional": "VGG-small (conventional)", "v1": "MobileNetV1",
-               "v2": "MobileNetV2", "resnet": "ResNet", "conv_v1": "Conv MobileNet"}
 
 
 def _plot_accuracy(rows, key: str, xlabel: str, title: str):
@@ -252,7 +246,7 @@ def _plot_sweep(theory: Mapping[str, Any], key: str, axis: str, symbol: str):
             thr = [e[f"{dev}_throughput_time_ratio"] for e in line]
             if all(v is not None for v in thr):
                 ax.plot(xs, thr, "d:", color=colour, label=f"{_DEV_NAME[dev]} time/image, large batch")
-        ax.set_title(f"{ROLE_LABELS[role]}: cost vs {symbol} (relative to {symbol} = 1)")
+        ax.set_title(f"{ROLES[role].label}: cost vs {symbol} (relative to {symbol} = 1)")
         ax.set_xlabel(symbol)
         ax.set_ylabel("ratio to " + symbol + " = 1")
         ax.set_ylim(0, 1.15 * max([1.0] + [v for e in line for v in (
@@ -377,7 +371,7 @@ def write(result: Any, study: Mapping[str, Any], records: Mapping[str, Any]) -> 
         table = []
         for role, line in theory[key].items():
             for e in line:
-                table.append({**e, "label": ROLE_LABELS[role]})
+                table.append({**e, "label": ROLES[role].label})
         cols = [("label", "model", lambda v: v), (axis, symbol, lambda v: f"{v:g}")]
         if axis == "resolution":
             cols.append(("input_side", "side px", lambda v: str(v)))

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import statistics
 import sys
 import time
@@ -268,7 +267,6 @@ def run_study(cfg: StudyConfig) -> StudyResult:
     ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir)
     native = tuple(ds.train_images.shape[1:3])
     in_chans, num_classes = ds.in_chans, ds.num_classes
-    del ds  # the engine loads (from the cache) what each run needs
 
     # 1. train (or reuse) every run
     records: dict[str, Any] = {}
@@ -276,7 +274,8 @@ def run_study(cfg: StudyConfig) -> StudyResult:
     for i, spec in enumerate(trained, 1):
         _log(cfg, f"[{i}/{len(trained)}] {spec.run_id} ...")
         t0 = time.perf_counter()
-        rec = train_or_reuse(_train_config(spec, cfg, budget, device.type), out / "runs" / spec.run_id)
+        rec = train_or_reuse(_train_config(spec, cfg, budget, device.type),
+                             out / "runs" / spec.run_id, dataset=ds)  # loaded once, shared
         records[spec.run_id] = rec
         what = "reused" if rec.reused else f"trained in {time.perf_counter() - t0:.0f} s"
         _log(cfg, f"    test accuracy {rec.metrics['test_accuracy']:.4f} ({what})")
@@ -416,7 +415,3 @@ def run_from_args(args: argparse.Namespace) -> int:
     for line in result.interpretation:
         print(f"- {line}")
     return 0
-
-
-def _finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)

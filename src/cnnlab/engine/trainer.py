@@ -193,7 +193,7 @@ class Trainer:
         self.batch_size = min(config.batch_size, n_train)
         self.steps_per_epoch = n_train // self.batch_size
         self.total_steps = self.steps_per_epoch * config.epochs
-        self.augment = augment.scaled(config.resolution)
+        self.augment = augment.scaled(config.resolution).check_fits(self.splits.image_size)
 
         # model, optimiser, EMA
         if model is None:

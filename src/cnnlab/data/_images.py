@@ -320,7 +320,7 @@ def read_image(data: bytes, where: str, channels: int, *, source: str | None = N
                         "file is truncated or corrupt, or not an image") from None
     if arr.ndim == 2:
         arr = arr[:, :, None]
-    return np.ascontiguousarray(arr, dtype=np.uint8), note
+    return np.array(arr, dtype=np.uint8), note  # a writable copy (torch.from_numpy)
 
 
 def _scale_to_8bit(a: np.ndarray, mode: str, where: str) -> tuple[np.ndarray, str]:

@@ -68,7 +68,7 @@ def _read_npy(path: Path, where: str) -> np.ndarray:
                         "bytes); save the matrix with numpy.save")
     try:
         m = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a damaged header raises SyntaxError, TokenError...
         if "pickle" in str(exc):  # never follow NumPy's advice to unpickle a user's file
             raise DataError(f"{where}: holds pickled Python objects, not a numeric array; "
                             "cnnlab does not load pickles") from None

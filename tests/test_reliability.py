@@ -324,3 +324,63 @@ def test_lock_is_reentrant_and_released(tmp_path):
     child = _holder(tmp_path / "a")  # another process can take it now
     child.kill()
     child.wait()
+
+
+# ------------------------------------------------------------------------- archives, matrices
+
+CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def _cifar_tree_tar() -> bytes:
+    """An uncompressed tar of a CIFAR-10 image tree: one 32x32 PNG per split and class."""
+    import io
+    import tarfile
+
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode="w") as tar:
+        for split in ("train", "test"):
+            for c in CIFAR10:
+                png = io.BytesIO()
+                Image.fromarray(np.full((32, 32, 3), 7, np.uint8)).save(png, format="PNG")
+                info = tarfile.TarInfo(f"cifar10/{split}/{c}/0.png")
+                info.size = len(png.getvalue())
+                tar.addfile(info, io.BytesIO(png.getvalue()))
+    return b.getvalue()
+
+
+@pytest.mark.parametrize("damage, needle", [
+    # a damaged member header half-way: tarfile stopped there silently ("class folders missing")
+    (lambda t: t[: len(t) // 2 // 512 * 512] + b"\x01garbage" * 64 + t[len(t) // 2 // 512 * 512
+                                                                       + 512:], "the archive is corrupt"),
+    (lambda t: os.urandom(5000), "cannot read the archive"),  # 5 lines of error before
+])
+def test_corrupt_cifar_archive(capsys, env, tmp_path, damage, needle):
+    tar = _cifar_tree_tar()
+    archive = tmp_path / "cifar10-jpg.tar.gz"
+    archive.write_bytes(gzip.compress(damage(tar)))
+    argv = ["train", "--model", "simple_cnn", "--dataset", "cifar10", "--data-dir", archive,
+            "--cache-dir", tmp_path / "cache", "--epochs", "1", "--quiet", "--out",
+            tmp_path / "out"]
+    fails(capsys, argv, str(archive), needle, watch=[archive])
+    assert not (tmp_path / "out").exists()
+    # the intact archive is read (so the damage is what the error is about)
+    archive.write_bytes(gzip.compress(tar))
+    from cnnlab.data import load_dataset
+
+    assert load_dataset("cifar10", data_dir=archive, use_cache=False).train_images.shape == (
+        10, 32, 32, 3)
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda p: p.mkdir(), "is a folder"),  # said "unsupported file type '(none)'"
+    (lambda p: p.with_suffix(".npy").write_bytes(os.urandom(200)), "not a .npy file"),
+    (lambda p: np.save(p.with_suffix(".npy"), np.array([1, "a"], dtype=object)),  # NumPy
+     "pickled Python objects"),  # advised loading it with allow_pickle
+])
+def test_walkthrough_bad_matrix_files(capsys, tmp_path, make, needle):
+    path = tmp_path / "m"
+    make(path)
+    path = path if path.exists() else path.with_suffix(".npy")
+    line = fails(capsys, ["walkthrough", "residual", "--input", path, "--no-figure"], str(path),
+                 needle)
+    assert "allow_pickle" not in line

@@ -173,6 +173,19 @@ def test_explain_damaged_model_pt(capsys, run_copy, tmp_path, damage, needle, sa
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("weights", ["final", "best"])
+def test_explain_refuses_diverged_weights(capsys, run_copy, tmp_path, weights):
+    """A model.pt with inf BatchNorm variances (what `--lr 1e6` used to save) explained as
+    p=1.00 and sanity tables of nan; now it is refused."""
+    file = run_copy / ("model.pt" if weights == "final" else "best.pt")
+    state = torch.load(file, weights_only=True)
+    key = next(k for k in state if k.endswith("running_var"))
+    state[key][0] = float("inf")
+    torch.save(state, file)
+    fails(capsys, _explain(run_copy, tmp_path / "x", "--images", "0", "--weights", weights),
+          str(file), f"NaN/inf in {key}", "diverged", watch=[run_copy])
+
+
 def test_explain_malicious_pickle_is_refused_unrun(capsys, run_copy, tmp_path):
     marker = tmp_path / "pwned"
 
@@ -267,7 +280,7 @@ def test_16_bit_png_is_scaled_not_clipped(capsys, env, tmp_path):
 def test_explain_image_that_is_a_folder_or_garbage(capsys, env, tmp_path):
     (tmp_path / "dir.png").mkdir()
     fails(capsys, _explain(env["run"], tmp_path / "x", "--images", tmp_path / "dir.png"),
-          "dir.png")
+          "dir.png is a folder")
     (tmp_path / "junk.png").write_bytes(os.urandom(300))
     fails(capsys, _explain(env["run"], tmp_path / "x", "--images", tmp_path / "junk.png"),
           "cannot decode", "junk.png")

@@ -73,6 +73,8 @@ def _parse_specs(specs: list[str]) -> list[tuple[str, Any]]:
         if path.is_file():
             items.append(("file", path))
             continue
+        if path.is_dir():
+            raise UserError(f"--images: {spec} is a folder; give image files or indexes")
         if path.suffix.lower() in _IMAGE_SUFFIXES or "/" in spec:
             raise DataNotFoundError(f"image file {spec} does not exist")
         for part in filter(None, (s.strip() for s in spec.split(","))):

@@ -2,8 +2,8 @@
 
 JSON has no NaN or infinity: they are written as ``null`` ("not available") so that any JSON
 reader accepts the file. NumPy and torch scalars and arrays become plain numbers and lists;
-paths become strings. Files are written to a temporary name and renamed into place, so a reader
-(or an interrupted run) never sees half a file.
+paths become strings. Files are written with :func:`cnnlab._io.atomic_write`, so a reader (or
+an interrupted run) never sees half a file.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from cnnlab._io import atomic_write
 
 
 def json_safe(value: Any) -> Any:
@@ -31,14 +33,6 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """Pretty, strict JSON (see the module docstring), written atomically."""
-    atomic_write_text(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
+    atomic_write(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")

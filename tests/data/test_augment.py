@@ -129,9 +129,17 @@ def test_augment_parse_and_scale():
         translate=2, cutout=4, rotate=10)
     for bad, message in [("blur=3", "unknown augmentation 'blur'"),
                          ("translate=x", "not a number"), ("pad=wrap", "pad mode"),
-                         ("rotate=-3", ">= 0")]:
+                         ("rotate=-3", r"in \[0, 180\]"), ("rotate=nan", "finite number, not nan"),
+                         ("rotate=inf", "finite number, not inf"), ("cutout=-1", ">= 0")]:
         with pytest.raises(UserError, match=message):
             Augment.parse(bad)
+    # amounts that would blank the image are refused once the image size is known
+    assert Augment.parse("cutout=28,translate=27").check_fits((28, 28))
+    for bad, message in [("cutout=1000", r"cutout must be in \[0, 28\], not 1000 \(the images "
+                                         r"are 28x28 pixels\)"),
+                         ("translate=28", r"translate must be in \[0, 27\]")]:
+        with pytest.raises(UserError, match=message):
+            Augment.parse(bad).check_fits((28, 28))
 
 
 def test_default_recipes_cover_the_datasets():

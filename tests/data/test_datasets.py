@@ -139,9 +139,13 @@ def test_fashion_mnist_cache_is_used_and_invalidated(tmp_path, rng, monkeypatch)
                             **{**datasets_mod._SPECS["fashion-mnist"].__dict__, "read": boom}))
     ds = load("fashion-mnist", tmp_path / "fm", tmp_path)
     np.testing.assert_array_equal(ds.train_images[..., 0], arrays["train"][0])
-    # touching a source file changes the key: the (patched) reader must run again
+    # the key is the files' contents: touching a file keeps the cache ...
     f = tmp_path / "fm" / "train-labels-idx1-ubyte.gz"
     os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    load("fashion-mnist", tmp_path / "fm", tmp_path)
+    # ... new contents change it: the (patched) reader must run again
+    with gzip.open(f, "wb") as g:
+        g.write(idx_bytes(np.arange(30)[::-1] % 10))
     with pytest.raises(AssertionError, match="cache"):
         load("fashion-mnist", tmp_path / "fm", tmp_path)
 
@@ -341,11 +345,57 @@ def test_unknown_dataset():
     assert set(DATASETS) == {"cifar10", "fashion-mnist"}
 
 
-def test_unreadable_cache_is_rebuilt_with_a_warning(tmp_path, rng):
-    write_fmnist(tmp_path / "fm", rng)
+def _edit_cache(cache: Path, **changes) -> None:
+    """Re-save the cache .npz with some arrays replaced (a valid zip: only our checks see it)."""
+    with np.load(cache) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays.update(changes)
+    with open(cache, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _labels_edited(cache):  # the issue's case: val accuracy 1.0, test 0.107
+    with np.load(cache) as z:
+        labels = z["train_labels"].copy()
+    _edit_cache(cache, train_labels=(labels + 1) % 10)
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda c: c.write_bytes(b"not a zip"), "unreadable"),
+    (lambda c: c.write_bytes(c.read_bytes()[: c.stat().st_size // 2]), "unreadable"),
+    (lambda c: c.write_bytes(c.read_bytes()[:600] + bytes([c.read_bytes()[600] ^ 0x10])
+                             + c.read_bytes()[601:]), "unreadable|checksum"),
+    (_labels_edited, "checksum"),
+    (lambda c: _edit_cache(c, test_labels=np.full(20, 12, dtype=np.int64)), "range"),
+    (lambda c: _edit_cache(c, train_labels=np.zeros(30, dtype=np.int32)), "labels are int32"),
+    (lambda c: _edit_cache(c, train_images=np.zeros((30, 28, 27, 1), np.uint8)), "images are"),
+    (lambda c: _edit_cache(c, mean=np.array([np.nan])), "mean"),
+    (lambda c: _edit_cache(c, meta=np.array('{"format": 2, "name": "fashion-mnist"}')),
+     "other source files"),
+])
+def test_damaged_or_edited_cache_is_rebuilt_with_a_warning(tmp_path, rng, damage, why):
+    arrays = write_fmnist(tmp_path / "fm", rng)
     load("fashion-mnist", tmp_path / "fm", tmp_path)
     (cache,) = (tmp_path / "cache").glob("*.npz")
-    cache.write_bytes(b"not a zip")
-    with pytest.warns(UserWarning, match="ignoring unreadable cache"):
+    good = cache.read_bytes()
+    damage(cache)
+    with pytest.warns(UserWarning, match=f"ignoring the cache .*({why})") as caught:
         ds = load("fashion-mnist", tmp_path / "fm", tmp_path)
-    assert ds.train_images.shape == (30, 28, 28, 1)
+    assert len(caught) == 1 and "\n" not in str(caught[0].message)
+    np.testing.assert_array_equal(ds.train_labels, arrays["train"][1])  # decoded again
+    np.testing.assert_array_equal(ds.test_labels, arrays["test"][1])
+    assert cache.read_bytes() == good  # and rewritten as it was
+    import warnings as _w
+
+    with _w.catch_warnings():
+        _w.simplefilter("error")
+        load("fashion-mnist", tmp_path / "fm", tmp_path)  # the rebuilt cache is used silently
+
+
+def test_cache_dir_that_is_a_file(tmp_path, rng):
+    write_fmnist(tmp_path / "fm", rng)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match=r"--cache-dir .*file is not a folder") as err:
+        load_dataset("fashion-mnist", data_dir=tmp_path / "fm", cache_dir=tmp_path / "file")
+    assert "\n" not in str(err.value)
+    assert (tmp_path / "file").read_text() == "x"

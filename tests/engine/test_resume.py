@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -224,3 +225,78 @@ def test_callback_state_reads_a_callbacks_saved_state(straight, tmp_path):
     assert callback_state(path, CountBatches) == {"count": counter.count} == {"count": 12}
     with pytest.raises(DataError, match="holds no state of callback InterruptAt#0"):
         callback_state(path, InterruptAt)
+
+
+# ------------------------------------------------------------------ issue 12: nothing lost
+
+
+def _files(folder):
+    """{name: sha256} of every file in a folder: what "nothing changed on disk" compares."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.iterdir()) if p.is_file() and p.name != ".cnnlab.lock"}
+
+
+def _finite(state):
+    return all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("where", ["buffer", "ema"])
+def test_non_finite_state_stops_like_a_nan_loss(config, toy, make_model, where):
+    """The `--lr 1e6` case: a finite loss with inf BatchNorm variances. The run stops at the end
+    of that epoch; the checkpoint and best.pt of the last good epoch stay as they were."""
+    class Overflow(Callback):
+        def on_batch_end(self, run):
+            if run.epoch == 1 and run.step_in_epoch == run.steps_per_epoch:
+                module = run.model if where == "buffer" else run.ema.module
+                module.features[1].running_var[0] = float("inf")
+
+    t = run(config, toy, make_model, [Overflow()], epochs=3)
+    before = {}
+
+    class Snapshot(Callback):
+        def on_epoch_begin(self, run):  # epoch 2 begins: epoch 1's files are all written
+            if run.epoch == 1:
+                before.update(_files(run.out))
+
+    t.callbacks.insert(0, Snapshot())
+    with pytest.raises(TrainingDiverged) as err:
+        t.fit()
+    message = str(err.value)
+    assert "NaN/inf" in message and "running_var" in message and "epoch 2" in message
+    assert "end of epoch 1) is unchanged" in message and "\n" not in message
+    after = _files(t.out)
+    for name in ("checkpoint.pt", "best.pt", "history.csv"):
+        assert after[name] == before[name], f"{name} changed"
+    assert "model.pt" not in after
+    state = load_checkpoint(t.out / "checkpoint.pt")
+    assert state["epoch"] == 1 and _finite(state["model"])
+    assert _finite(torch.load(t.out / "best.pt", weights_only=True))
+
+
+def test_resume_refuses_another_thread_count_unless_given(config, toy, make_model):
+    class StopAfterEpoch1(Callback):
+        def on_epoch_end(self, run):
+            if run.epoch == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted):
+        run(config, toy, make_model, [StopAfterEpoch1()]).fit()  # 1 thread (conftest)
+    assert load_checkpoint(config.out + "/checkpoint.pt")["threads"] == 1
+    saved = _files(Path(config.out))
+    torch.set_num_threads(2)
+    with pytest.raises(UserError, match=r"ran with 1 torch threads, this process has 2; add "
+                                        r"--threads 1") as err:
+        run(config, toy, make_model, resume=True)
+    assert "\n" not in str(err.value)
+    assert _files(Path(config.out)) == saved  # nothing written
+    with pytest.warns(UserWarning, match="2 torch threads, not the run's 1: .*not be "
+                                         "bit-identical"):
+        t = run(config, toy, make_model, resume=True, threads=2)
+    t.fit()
+    assert t.epoch == 2
+    # the count the checkpoint was written with (now 2) resumes silently, --threads or not
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run(config, toy, make_model, resume=True)

@@ -88,7 +88,7 @@ def test_toy_run_learns_and_reports(config, toy, make_model):
 
 def test_bad_settings_are_one_line_errors(config, toy, make_model):
     for change, message in [({"optimizer": "adam"}, "optimizer must be one of"),
-                            ({"lr": 0}, "learning rate must be > 0"),
+                            ({"lr": 0}, "--lr must be > 0"),
                             ({"dataset": "cifar10"}, "dataset given is 'fashion-mnist'"),
                             ({"augment": "warp"}, "unknown augmentation 'warp'"),
                             ({"device": "tpu"}, "device must be"),

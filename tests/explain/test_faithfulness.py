@@ -110,9 +110,14 @@ def test_bad_saliency_shapes_raise_user_error():
     model = _tiny_model()
     x = torch.zeros(2, 2, 5, 6, dtype=torch.float64)
     with pytest.raises(UserError, match="expected"):
-        deletion_insertion(model, x, {"map": torch.zeros(2, 5, 5)})
+        deletion_insertion(model, x, {"map": torch.zeros(2, 5, 5)}, steps=8)
     with pytest.raises(UserError, match="reference order"):
-        deletion_insertion(model, x, {"random": torch.zeros(2, 5, 6)})
+        deletion_insertion(model, x, {"random": torch.zeros(2, 5, 6)}, steps=8)
+    # more steps than pixels change nothing more: refused, as are nan and non-integers
+    for steps, message in [(31, r"steps must be in \[1, 30\], not 31 \(the images have 5x6"),
+                           (0, r"in \[1, 30\]"), (float("nan"), "whole number")]:
+        with pytest.raises(UserError, match=message):
+            deletion_insertion(model, x, {"map": torch.zeros(2, 5, 6)}, steps=steps)
 
 
 def test_gradcam_beats_random_order_on_a_trained_model(trained_fmnist, tmp_path):

@@ -57,9 +57,9 @@ def test_malformed_npy_files(tmp_path):
     (tmp_path / "junk.npy").write_bytes(b"not an array")
     for name, message in (
         ("3d.npy", "expected a 2-D matrix, got a 3-D array"),
-        ("o.npy", "not a readable .npy array"),
+        ("o.npy", "holds pickled Python objects, not a numeric array"),
         ("c.npy", "expected integers or floats, got dtype complex128"),
-        ("junk.npy", "not a readable .npy array"),
+        ("junk.npy", "not a .npy file"),
     ):
         with pytest.raises(DataError, match=message):
             load_matrix(tmp_path / name)

@@ -37,6 +37,7 @@ from typing import Any
 
 from cnnlab.analysis import _geometry as G
 from cnnlab.analysis.result import Analysis, AnalysisError, Layer, format_shape
+from cnnlab._io import read_text
 from cnnlab.errors import UserError
 
 _BYTES_PER_ELEMENT = 4  # float32 activations
@@ -100,15 +101,17 @@ def load_spec(path: str | Path) -> dict[str, Any]:
     import yaml
 
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise UserError(f"spec file {str(p)!r} does not exist")
-    text = p.read_text()
+    text = read_text(p, "spec file")
     try:
         data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
     except json.JSONDecodeError as exc:
         raise UserError(f"{p}: not valid JSON: {exc}") from exc
     except yaml.YAMLError as exc:
         raise UserError(f"{p}: not valid YAML: {' '.join(str(exc).split())}") from exc
+    except RecursionError:
+        raise UserError(f"{p}: nested too deeply to be a spec") from None
     if not isinstance(data, Mapping):
         raise UserError(f"{p}: expected a mapping with 'input' and 'layers', got {type(data).__name__}")
     return dict(data)

@@ -106,7 +106,17 @@ def _callable(text: str) -> Target:
     def build() -> Any:
         import torch
 
-        model = obj() if not isinstance(obj, torch.nn.Module) else obj
+        if isinstance(obj, torch.nn.Module):
+            return obj
+        try:
+            model = obj()
+        except UserError:
+            raise
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - arbitrary user code
+            detail = " ".join(str(exc).split())[:160]
+            raise UserError(f"calling {text!r} with no arguments failed ({type(exc).__name__}"
+                            f"{': ' + detail if detail else ''}); the target must build an "
+                            "nn.Module without arguments") from None
         if not isinstance(model, torch.nn.Module):
             raise UserError(f"{text!r} returned {type(model).__name__}, expected an nn.Module")
         return model

@@ -14,6 +14,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from cnnlab import __version__, _malloc
@@ -51,10 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     _malloc.tune()  # every command: freed tensor memory stays in the process (see _malloc)
+    warnings.formatwarning = _one_line_warning
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"cnnlab: error: {exc}", file=sys.stderr)
+        # one line whatever the message holds (a library's multi-line text quoted in it)
+        print(f"cnnlab: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cnnlab: interrupted", file=sys.stderr)
@@ -64,6 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # at devnull so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+    """Warnings on the command line: ``cnnlab: warning: ...`` on one line, no source lines."""
+    return f"cnnlab: warning: {' '.join(str(message).split())}\n"
 
 
 def add_threads_option(parser: argparse._ActionsContainer) -> None:

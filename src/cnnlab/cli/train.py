@@ -36,8 +36,8 @@ Ctrl-C saves a checkpoint and exits with status 130; rerun with --resume to cont
 
 def _model_kw(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY a name, got {text!r}")
     try:
         return key, json.loads(value)
     except json.JSONDecodeError:
@@ -125,7 +125,9 @@ def build_config(args: argparse.Namespace):
     """The TrainConfig for parsed arguments: saved settings (with --resume), then explicit ones."""
     from cnnlab.engine.config import TrainConfig
 
-    given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "threads")}
+    given = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    if given.get("threads") is None:
+        given.pop("threads", None)
     if "model_kwargs" in given:
         given["model_kwargs"] = dict(given["model_kwargs"])
     if "out" not in given:
@@ -133,6 +135,7 @@ def build_config(args: argparse.Namespace):
     saved = Path(given["out"]) / "config.json"
     if given.get("resume") and saved.is_file():
         base = TrainConfig.load(saved).to_dict()
+        base.pop("threads", None)  # explicit only when given now (see Trainer's resume check)
     else:
         missing = [f"--{k}" for k in ("model", "dataset") if k not in given]
         if missing:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +164,29 @@ def _footer(settings: str) -> str:
     )
 
 
+@contextmanager
+def _no_overflow(what: str) -> Iterator[None]:
+    """Float64 overflow or an invalid operation (inf - inf) is the user's input, not a result:
+    one error line instead of NumPy's warnings and an ``inf`` printed as if it were a value."""
+    with np.errstate(over="raise", invalid="raise"):
+        try:
+            yield
+        except FloatingPointError as exc:
+            raise UserError(f"{what}: the values are too large for float64 ({exc}; the largest "
+                            f"float64 is about 1.8e308); scale the input down") from None
+
+
 def run_residual(args: argparse.Namespace) -> int:
+    with _no_overflow("walkthrough residual"):
+        return _run_residual(args)
+
+
+def run_conv_backward(args: argparse.Namespace) -> int:
+    with _no_overflow("walkthrough conv-backward"):
+        return _run_conv_backward(args)
+
+
+def _run_residual(args: argparse.Namespace) -> int:
     from cnnlab.numpy_ref.walkthroughs import residual_walkthrough
 
     result = residual_walkthrough(
@@ -183,7 +207,7 @@ def run_residual(args: argparse.Namespace) -> int:
     )
 
 
-def run_conv_backward(args: argparse.Namespace) -> int:
+def _run_conv_backward(args: argparse.Namespace) -> int:
     from cnnlab.numpy_ref.walkthroughs import conv_backward_walkthrough
 
     result = conv_backward_walkthrough(

@@ -24,6 +24,7 @@ from cnnlab.data.augment import (
     rotate,
     translate,
 )
+from cnnlab.data._images import read_image
 from cnnlab.data.datasets import (
     CIFAR10_CLASSES,
     DATASETS,
@@ -46,6 +47,6 @@ from cnnlab.data.splits import (
 __all__ = [
     "AUGMENT_RECIPES", "Augment", "CIFAR10_CLASSES", "DATASETS", "Dataset", "FASHION_MNIST_CLASSES",
     "Splits", "cutout", "default_cache_dir", "default_data_dirs", "find_source", "hflip",
-    "load_dataset", "make_splits", "normalize", "resize_images", "resized_size", "rotate",
+    "load_dataset", "make_splits", "normalize", "read_image", "resize_images", "resized_size", "rotate",
     "stratified_indices", "train_val_indices", "translate",
 ]

@@ -10,12 +10,14 @@ import io
 import os
 import pickle
 import tarfile
+import warnings
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from cnnlab._io import one_line
 from cnnlab.errors import DataError
 
 SplitArrays = dict[str, tuple[np.ndarray, np.ndarray]]
@@ -58,9 +60,9 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 def _unpickle(data: bytes, where: str) -> dict:
     try:
         obj = _NumpyOnlyUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-            IndexError, KeyError) as exc:
-        raise DataError(f"{where}: not a readable CIFAR-10 pickle ({type(exc).__name__}: {exc}); "
+    except Exception as exc:  # noqa: BLE001 - damaged pickles raise many types
+        raise DataError(f"{where}: not a readable CIFAR-10 pickle ({type(exc).__name__}: "
+                        f"{one_line(exc, 120)}); "
                         "the file is truncated or corrupt") from exc
     if not isinstance(obj, dict):
         raise DataError(f"{where}: expected a pickled dict, found {type(obj).__name__}")
@@ -137,16 +139,32 @@ def _members_by_basename(archive: Path, names: Sequence[str]) -> dict[str, bytes
 
 
 def _iter_tar_files(archive: Path) -> Iterator[tuple[tuple[str, ...], bytes]]:
-    """Yield ``(path parts, bytes)`` for every regular file of a tar / tar.gz archive."""
+    """Yield ``(path parts, bytes)`` for every regular file of a tar / tar.gz archive.
+
+    ``tarfile`` ends the member list silently at the first damaged header after the first
+    member; what follows it is checked here, so a corrupt archive is reported as corrupt rather
+    than as missing content.
+    """
     try:
         with tarfile.open(archive, mode="r:*") as tar:
             for member in tar:
                 if member.isfile():
                     f = tar.extractfile(member)
                     yield tuple(Path(member.name).parts), f.read()
+            _check_tar_end(tar, archive)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        raise DataError(f"{archive}: cannot read the archive ({type(exc).__name__}: {exc}); it is "
-                        "truncated or corrupt, copy or download it again") from exc
+        raise DataError(f"{archive}: cannot read the archive ({type(exc).__name__}: "
+                        f"{one_line(exc, 120)}); it is truncated or corrupt, copy or download "
+                        "it again") from None
+
+
+def _check_tar_end(tar: tarfile.TarFile, archive: Path) -> None:
+    """Only zero padding may follow the last member (reading it also checks a gzip CRC)."""
+    tar.fileobj.seek(tar.offset)
+    while chunk := tar.fileobj.read(1 << 20):
+        if chunk.strip(b"\0"):
+            raise DataError(f"{archive}: the archive is corrupt (a damaged member header at "
+                            f"byte {tar.offset} of the tar stream); copy or download it again")
 
 
 def _iter_tree_files(root: Path) -> Iterator[tuple[tuple[str, ...], bytes]]:
@@ -237,24 +255,85 @@ def decode_images(items: Sequence[tuple[str, bytes]], source: str, size: tuple[i
         items: ``(name used in error messages, encoded bytes)`` pairs.
         source: the file or folder they came from, for error messages.
         size: the expected ``(H, W)``.
-        channels: 3 converts to RGB, 1 to grayscale.
+        channels: 3 converts to RGB, 1 to grayscale (see :func:`read_image`).
     """
-    from PIL import Image, UnidentifiedImageError
-
     h, w = size
     out = np.empty((len(items), h, w, channels), dtype=np.uint8)
-    mode = "RGB" if channels == 3 else "L"
     for i, (where, data) in enumerate(items):
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                if im.size != (w, h):
-                    raise DataError(f"{source}: {where} is {im.size[0]}x{im.size[1]} pixels, "
-                                    f"expected {w}x{h}")
-                arr = np.asarray(im.convert(mode) if im.mode != mode else im)
-        except DataError:
-            raise
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise DataError(f"{source}: cannot decode {where} ({exc}); the file is truncated or "
-                            "corrupt") from exc
-        out[i] = arr.reshape(h, w, channels)
+        arr, _ = read_image(data, where, channels, source=source)
+        if arr.shape[:2] != (h, w):
+            raise DataError(f"{source}: {where} is {arr.shape[1]}x{arr.shape[0]} pixels, "
+                            f"expected {w}x{h}")
+        out[i] = arr
     return out
+
+
+# Pillow modes holding more than 8 bits per pixel, and the range their values are scaled from
+_HIGH_DEPTH = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535}
+
+
+def read_image(data: bytes, where: str, channels: int, *, source: str | None = None
+               ) -> tuple[np.ndarray, str | None]:
+    """Decode one image file's bytes into uint8 ``(H, W, channels)`` -- the one image reader.
+
+    8-bit images go through Pillow's mode conversion (RGB <-> grayscale, palettes, alpha
+    dropped). Images of more bits per pixel are *scaled* to 0..255, never clipped (Pillow's own
+    conversion clips a 16-bit image, which turns almost every pixel white): 16-bit integers by
+    255/65535, 32-bit integers likewise when they lie in 0..65535 and otherwise from their own
+    range, floats from 0..1 when they lie there and otherwise from their own range.
+
+    Args:
+        data: the encoded file (PNG, JPEG, TIFF, ...).
+        where: names the image in error messages.
+        channels: 3 for RGB, 1 for grayscale.
+        source: the folder or archive holding it, prefixed to error messages.
+
+    Returns:
+        ``(image (H, W, channels) uint8, conversion)``: ``conversion`` says in words what was
+        done to reach 8-bit ``channels`` (None when the file already was that).
+
+    Raises:
+        DataError: the bytes are not a readable image, or a float image holds NaN/inf.
+    """
+    from PIL import Image
+
+    mode = "RGB" if channels == 3 else "L"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                src = im.mode
+                if src in _HIGH_DEPTH or src in ("I", "F"):
+                    gray, note = _scale_to_8bit(np.asarray(im), src, where)
+                    arr = gray if channels == 1 else np.repeat(gray[..., None], 3, axis=2)
+                    if channels == 3:
+                        note += ", grayscale copied to R, G and B"
+                else:
+                    arr = np.asarray(im.convert(mode) if src != mode else im)
+                    note = None if src == mode else f"converted from Pillow mode {src} to {mode}"
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Pillow raises a dozen types on damaged files
+        detail = one_line(exc, 120) or type(exc).__name__
+        raise DataError(f"{source + ': ' if source else ''}cannot decode {where} ({detail}); the "
+                        "file is truncated or corrupt, or not an image") from None
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return np.array(arr, dtype=np.uint8), note  # a writable copy (torch.from_numpy)
+
+
+def _scale_to_8bit(a: np.ndarray, mode: str, where: str) -> tuple[np.ndarray, str]:
+    a = a.astype(np.float64)
+    if not np.isfinite(a).all():
+        raise DataError(f"{where} holds NaN or infinite pixel values")
+    lo, hi = float(a.min()), float(a.max())
+    if mode in _HIGH_DEPTH or (mode == "I" and lo >= 0 and hi <= 65535):
+        top, base, how = 65535.0, 0.0, "16-bit"
+    elif mode == "F" and lo >= 0 and hi <= 1:
+        top, base, how = 1.0, 0.0, "floating-point 0..1"
+    else:
+        top, base, how = (hi if hi > lo else lo + 1), lo, f"range {lo:g}..{hi:g}"
+    out = np.rint((a - base) * (255.0 / (top - base))).astype(np.uint8)
+    return out, (f"{how} grayscale (Pillow mode {mode}) scaled linearly to 0..255 "
+                 f"({base:g}..{top:g} -> 0..255), not clipped")

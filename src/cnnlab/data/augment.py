@@ -26,6 +26,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 import torch.nn.functional as F
 
+from cnnlab._numbers import check_number
 from cnnlab.errors import UserError
 
 PAD_MODES = ("reflect", "zero")
@@ -169,9 +170,20 @@ class Augment:
     def __post_init__(self) -> None:
         if self.pad_mode not in PAD_MODES:
             raise UserError(f"pad mode must be one of {PAD_MODES}, not {self.pad_mode!r}")
-        for name in ("translate", "rotate", "cutout"):
-            if getattr(self, name) < 0:
-                raise UserError(f"augmentation {name} must be >= 0, not {getattr(self, name)}")
+        check_number(self.translate, "augmentation translate", low=0, integer=True)
+        check_number(self.rotate, "augmentation rotate", low=0, high=180)
+        check_number(self.cutout, "augmentation cutout", low=0, integer=True)
+
+    def check_fits(self, size: tuple[int, int]) -> Augment:
+        """Raise UserError unless the pixel amounts make sense for images of ``size`` (H, W):
+        a shift or a cutout as large as the image would blank it."""
+        h, w = size
+        why = f"(the images are {h}x{w} pixels)"
+        check_number(self.translate, "augmentation translate", low=0, high=min(h, w) - 1,
+                     integer=True, why=why)
+        check_number(self.cutout, "augmentation cutout", low=0, high=min(h, w), integer=True,
+                     why=why)
+        return self
 
     @classmethod
     def parse(cls, spec: str, dataset: str | None = None) -> Augment:

@@ -16,8 +16,11 @@ In each folder, CIFAR-10 is looked for as ``cifar-10-batches-py/``, ``cifar-10-p
 ``FashionMNIST/raw/``.
 
 Decoded arrays are cached as ``.npz`` in ``cache_dir`` (default ``$CNNLAB_CACHE`` or
-``~/.cache/cnnlab``), keyed on the source files' paths, sizes and modification times, so that a
-later run loads CIFAR-10 in a fraction of a second instead of decoding 60,000 JPEGs.
+``~/.cache/cnnlab``), keyed on a SHA-256 of the source files' contents, so that a later run loads
+CIFAR-10 in a fraction of a second instead of decoding 60,000 JPEGs. A cache file is used only
+when it matches: its source checksum, the arrays' shapes, dtypes and label range, and a checksum
+of the arrays themselves; anything else (a truncated, bit-flipped or edited file) is reported in
+a warning and the cache is rebuilt from the source.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cnnlab._io import atomic_write, one_line, output_dir
 from cnnlab.data import _idx, _images
 from cnnlab.errors import DataError, DataNotFoundError, UserError
 
@@ -41,7 +44,7 @@ if TYPE_CHECKING:
     import torch
 
 _REPO = Path(__file__).resolve().parents[3]
-_CACHE_FORMAT = 1  # bump when the cached arrays change meaning
+_CACHE_FORMAT = 2  # bump when the cached arrays change meaning
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
@@ -261,11 +264,31 @@ def _source_files(name: str, source: Path) -> list[Path]:
     return sorted(p for p in source.rglob("*") if p.is_file())
 
 
-def _cache_key(name: str, source: Path) -> str:
-    files = _source_files(name, source)
-    stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    blob = json.dumps({"format": _CACHE_FORMAT, "name": name, "files": stats})
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def _source_digest(name: str, source: Path) -> str:
+    """SHA-256 of the source files' names (relative to ``source``) and contents: the cache is
+    keyed on what the arrays were decoded from, not on paths or modification times."""
+    h = hashlib.sha256(json.dumps({"format": _CACHE_FORMAT, "name": name}).encode())
+    for p in _source_files(name, source):
+        rel = p.name if p == source else str(p.relative_to(source))
+        h.update(f"\0{rel}\0{p.stat().st_size}\0".encode())
+        with open(p, "rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+_CACHED = ("train_images", "train_labels", "test_images", "test_labels", "mean", "std")
+
+
+def _arrays_digest(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 of the cached arrays (names, dtypes, shapes, bytes): an edited or damaged cache
+    file does not match it."""
+    h = hashlib.sha256()
+    for key in _CACHED:
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
 
 
 def _mean_std(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -325,11 +348,12 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None,
         target = Path(data_dir or os.environ.get("CNNLAB_DATA") or Path.cwd() / "data")
         _download(name, target)
         source = find_source(name, target)
-    cache_file = None
+    cache_file = digest = None
     if use_cache:
-        cache_file = (Path(cache_dir or default_cache_dir())
-                      / f"{name}-{_cache_key(name, source)}.npz")
-        cached = _read_cache(cache_file, name, spec, source)
+        folder = output_dir(cache_dir or default_cache_dir(), "--cache-dir")
+        digest = _source_digest(name, source)
+        cache_file = folder / f"{name}-{digest[:16]}.npz"
+        cached = _read_cache(cache_file, name, spec, source, digest)
         if cached is not None:
             return cached
     splits = spec.read(source)
@@ -342,38 +366,67 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None,
                  train_labels=splits["train"][1], test_images=splits["test"][0],
                  test_labels=splits["test"][1], mean=mean, std=std, source=str(source))
     if cache_file is not None:
-        _write_cache(cache_file, ds)
+        _write_cache(cache_file, ds, digest)
     return ds
 
 
-def _write_cache(path: Path, ds: Dataset) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # temp file + rename: a crash or a concurrent run never leaves a half-written cache behind
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, train_images=ds.train_images, train_labels=ds.train_labels,
-                     test_images=ds.test_images, test_labels=ds.test_labels,
-                     mean=np.array(ds.mean), std=np.array(ds.std))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_cache(path: Path, ds: Dataset, source_digest: str) -> None:
+    arrays = {"train_images": ds.train_images, "train_labels": ds.train_labels,
+              "test_images": ds.test_images, "test_labels": ds.test_labels,
+              "mean": np.array(ds.mean), "std": np.array(ds.std)}
+    meta = {"format": _CACHE_FORMAT, "name": ds.name, "source_sha256": source_digest,
+            "arrays_sha256": _arrays_digest(arrays)}
+    # atomic: a crash or a concurrent run never leaves a half-written cache behind
+    atomic_write(path, lambda f: np.savez(f, meta=np.array(json.dumps(meta)), **arrays))
 
 
-def _read_cache(path: Path, name: str, spec: _Spec, source: Path) -> Dataset | None:
+def _read_cache(path: Path, name: str, spec: _Spec, source: Path,
+                source_digest: str) -> Dataset | None:
+    """The cached data set, or None (with a warning) when the file is missing, unreadable or
+    does not match: then the caller decodes the source again and rewrites the cache."""
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-        return Dataset(name=name, classes=spec.classes, train_images=arrays["train_images"],
-                       train_labels=arrays["train_labels"], test_images=arrays["test_images"],
-                       test_labels=arrays["test_labels"],
-                       mean=tuple(float(v) for v in arrays["mean"]),
-                       std=tuple(float(v) for v in arrays["std"]), source=str(source))
-    except (OSError, ValueError, KeyError, EOFError) as exc:
-        # our own derived file, not user data: say so and rebuild it from the source
-        warnings.warn(f"ignoring unreadable cache {path} ({exc}); decoding {source} again",
+        problem = _cache_problem(arrays, name, spec, source_digest)
+    except Exception as exc:  # noqa: BLE001 - our own derived file: any failure means rebuild
+        problem = f"unreadable ({type(exc).__name__}: {one_line(exc, 120)})"
+    if problem is not None:
+        warnings.warn(f"ignoring the cache {path}: {problem}; decoding {source} again",
                       stacklevel=3)
         return None
+    return Dataset(name=name, classes=spec.classes, train_images=arrays["train_images"],
+                   train_labels=arrays["train_labels"], test_images=arrays["test_images"],
+                   test_labels=arrays["test_labels"],
+                   mean=tuple(float(v) for v in arrays["mean"]),
+                   std=tuple(float(v) for v in arrays["std"]), source=str(source))
+
+
+def _cache_problem(arrays: dict[str, np.ndarray], name: str, spec: _Spec,
+                   source_digest: str) -> str | None:
+    """What is wrong with a cache file's arrays (None: it can be used)."""
+    missing = [k for k in ("meta", *_CACHED) if k not in arrays]
+    if missing:
+        return f"it lacks {missing}"
+    meta = json.loads(str(arrays["meta"]))
+    if meta.get("format") != _CACHE_FORMAT or meta.get("name") != name:
+        return f"written for {meta.get('name')!r} in cache format {meta.get('format')}"
+    if meta.get("source_sha256") != source_digest:
+        return "it was decoded from other source files (checksum differs)"
+    channels = spec.shape[2]
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != spec.shape:
+            return (f"{split} images are {images.dtype} {images.shape}, expected uint8 "
+                    f"(N, {', '.join(map(str, spec.shape))})")
+        if labels.dtype != np.int64 or labels.shape != (len(images),):
+            return f"{split} labels are {labels.dtype} {labels.shape} for {len(images)} images"
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(spec.classes)):
+            return f"{split} labels leave the range [0, {len(spec.classes)})"
+    for key in ("mean", "std"):
+        if arrays[key].shape != (channels,) or not np.isfinite(arrays[key]).all():
+            return f"{key} is {arrays[key]!r}, expected {channels} finite numbers"
+    if meta.get("arrays_sha256") != _arrays_digest(arrays):
+        return "its arrays do not match their checksum (edited or damaged)"
+    return None

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import hashlib
-import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from cnnlab.errors import DataError
+from cnnlab._io import atomic_write, one_line
+from cnnlab.errors import DataError, DataNotFoundError
 
 CHECKPOINT = "checkpoint.pt"  # full training state, rewritten at the end of every epoch
 BEST = "best.pt"  # weights of the epoch with the best validation accuracy
 FINAL = "model.pt"  # weights at the end of training (what test_accuracy was measured with)
 FORMAT = 1
+_CHECKPOINT_KEYS = ("config", "epoch", "step_in_epoch", "step", "model", "optimizer", "callbacks",
+                    "history")
 
 
 def derive_seed(seed: int, *keys: int | str) -> int:
@@ -34,36 +37,84 @@ def derive_seed(seed: int, *keys: int | str) -> int:
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` it into place.
+    """``torch.save`` through :func:`cnnlab._io.atomic_write`: a crash or Ctrl-C during the
+    write leaves the previous file intact."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
-    A crash or Ctrl-C during the write leaves the previous file intact.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+
+def non_finite(state: dict[str, Any], prefix: str = "") -> str | None:
+    """The name of the first floating-point tensor in a (nested) state dict holding NaN or
+    infinity, or None when every value is finite (weights and buffers alike: BatchNorm's
+    running variance overflows to inf before the loss turns NaN)."""
+    for key, value in state.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            found = non_finite(value, f"{name}.")
+            if found is not None:
+                return found
+        elif (isinstance(value, torch.Tensor) and value.is_floating_point()
+              and not bool(torch.isfinite(value).all())):
+            return name
+    return None
+
+
+def _load(path: Path, device: str | torch.device, what: str) -> Any:
+    """``torch.load(weights_only=True)`` with every failure as one DataError line."""
+    if path.is_dir():
+        raise DataError(f"{what} {path} is a folder, expected a file")
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        with warnings.catch_warnings():  # foreign pickle protocols warn before they fail
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise DataNotFoundError(f"{what} {path} does not exist") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError/EOFError/OSError/...
+        lines = str(exc).splitlines()
+        glob = next((ln.strip() for ln in lines if "GLOBAL" in ln), None)
+        if glob is not None:  # weights_only refused to import code: name it, never run it
+            raise DataError(f"{what} {path} holds objects other than tensors and was refused "
+                            f"unread ({one_line(glob, 120)}); cnnlab only loads files it wrote"
+                            ) from None
+        if path.stat().st_size == 0:
+            raise DataError(f"{what} {path} is empty (0 bytes)") from None
+        first = one_line(lines[0] if lines else "", 120) or "no detail"
+        raise DataError(f"{what} {path} is truncated or corrupt ({type(exc).__name__}: "
+                        f"{first}); it cannot be read") from None
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by the trainer (tensors only: no code is unpickled)."""
+    """Load a checkpoint written by the trainer (tensors only: no code is unpickled).
+
+    Raises:
+        DataNotFoundError: no such file.
+        DataError: not a readable cnnlab checkpoint (one line naming the file).
+    """
     path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # torch raises RuntimeError / UnpicklingError / EOFError variously
-        raise DataError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc})"
-                        ) from exc
+    ckpt = _load(path, device, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise DataError(f"{path}: not a cnnlab checkpoint of format {FORMAT}")
+    missing = [k for k in _CHECKPOINT_KEYS if k not in ckpt]
+    if missing:
+        raise DataError(f"{path}: the checkpoint lacks {missing}; it is damaged or foreign")
     return ckpt
+
+
+def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a weights file (``model.pt``, ``best.pt``): a state dict of tensors.
+
+    Raises:
+        DataNotFoundError: no such file.
+        DataError: unreadable, not a state dict, or holding NaN/inf (a diverged run).
+    """
+    path = Path(path)
+    state = _load(path, device, "weights file")
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise DataError(f"weights file {path} does not hold a state dict (name -> tensor)")
+    bad = non_finite(state)
+    if bad is not None:
+        raise DataError(f"weights file {path} holds NaN/inf in {bad}: the run diverged; "
+                        "these weights cannot be explained or evaluated")
+    return state
 
 
 def callback_key(callback_type: type, index: int = 0) -> str:

@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnnlab.errors import UserError
+from cnnlab import _io
+from cnnlab._numbers import check_number
+from cnnlab.errors import DataError, UserError
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine", "constant")
@@ -18,7 +20,31 @@ COMPILE_MODES = ("", "default", "reduce-overhead", "max-autotune", "max-autotune
 # Keys that may differ between a run and its --resume: where things are written or read, and how
 # progress is shown. Everything else changes the result and must match the saved run.
 RESUME_IGNORED = frozenset({"out", "resume", "quiet", "tensorboard", "data_dir", "cache_dir",
-                            "download", "log_every_s"})
+                            "download", "log_every_s", "threads"})  # threads: checked apart
+
+
+# The numeric fields and their meaningful ranges (checked by cnnlab._numbers.check_number, which
+# also rejects NaN and infinity; the option is named as the CLI spells it).
+_NUMERIC: dict[str, dict[str, Any]] = {
+    "width": {"low": 0, "low_open": True},
+    "resolution": {"low": 0, "low_open": True},
+    "subset": {"low": 1, "integer": True},
+    "val_fraction": {"low": 0},
+    "split_seed": {"low": 0, "integer": True},
+    "epochs": {"low": 1, "integer": True},
+    "batch_size": {"low": 1, "integer": True},
+    "lr": {"low": 0, "low_open": True},
+    "momentum": {"low": 0, "high": 1, "high_open": True},
+    "weight_decay": {"low": 0},
+    "warmup": {"low": 0, "high": 1, "high_open": True},
+    "label_smoothing": {"low": 0, "high": 1, "high_open": True},
+    "ema": {"low": 0, "high": 1, "high_open": True},
+    "seed": {"low": 0, "integer": True},
+    "eval_batch_size": {"low": 1, "integer": True},
+    "threads": {"low": 1, "integer": True},
+    "log_every_s": {"low": 0},
+}
+_OPTIONAL = {"subset", "threads"}  # None: not set
 
 
 @dataclass
@@ -64,6 +90,8 @@ class TrainConfig:
     #                    (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs; the first steps
     #                    pay the compilation
     eval_batch_size: int = 1024  # images per forward pass when evaluating
+    threads: int | None = None  # torch CPU threads (None: the process's setting, not chosen);
+    #                             an exact resume needs the run's own number
     tta: bool = False  # evaluate val/test on the image and its mirror image (mean of the logits)
 
     # outputs
@@ -87,32 +115,21 @@ class TrainConfig:
              f"optimizer must be one of {list(OPTIMIZERS)}, not {self.optimizer!r}")
         need(self.schedule in SCHEDULES,
              f"schedule must be one of {list(SCHEDULES)}, not {self.schedule!r}")
-        need(self.device in DEVICES or self.device.startswith("cuda:"),
+        need(isinstance(self.device, str) and (self.device in DEVICES
+                                               or self.device.startswith("cuda:")),
              f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
-        need(isinstance(self.epochs, int) and self.epochs >= 1,
-             f"epochs must be a positive integer, not {self.epochs!r}")
-        need(isinstance(self.batch_size, int) and self.batch_size >= 1,
-             f"batch size must be a positive integer, not {self.batch_size!r}")
+        need(isinstance(self.model_kwargs, dict) and all(isinstance(k, str)
+                                                         for k in self.model_kwargs),
+             f"model kwargs must be a mapping of names to values, not {self.model_kwargs!r}")
         need(self.compile in COMPILE_MODES,
              f"compile mode must be one of {list(COMPILE_MODES[1:])} (or empty for off), not "
              f"{self.compile!r}")
-        need(self.eval_batch_size >= 1, f"eval batch size must be >= 1, not {self.eval_batch_size}")
-        need(self.lr > 0, f"learning rate must be > 0, not {self.lr}")
-        need(0 <= self.momentum < 1, f"momentum must be in [0, 1), not {self.momentum}")
-        need(self.weight_decay >= 0, f"weight decay must be >= 0, not {self.weight_decay}")
-        need(0 <= self.warmup < 1, f"warmup must be a fraction in [0, 1), not {self.warmup}")
-        need(0 <= self.label_smoothing < 1,
-             f"label smoothing must be in [0, 1), not {self.label_smoothing}")
-        need(0 <= self.ema < 1, f"ema decay must be in [0, 1), not {self.ema}")
-        need(isinstance(self.seed, int) and self.seed >= 0,
-             f"seed must be a non-negative integer, not {self.seed!r}")
-        need(self.width > 0, f"width multiplier must be > 0, not {self.width}")
-        need(self.resolution > 0, f"resolution multiplier must be > 0, not {self.resolution}")
-        need(self.subset is None or self.subset >= 1,
-             f"subset must be a positive number of images, not {self.subset}")
-        need(self.val_fraction >= 0, f"val fraction must be >= 0, not {self.val_fraction}")
+        for name, kw in _NUMERIC.items():
+            value = getattr(self, name)
+            if value is None and name in _OPTIONAL:
+                continue
+            check_number(value, f"--{name.replace('_', '-')}", **kw)
         need(not self.resume or self.out is not None, "resume needs an output directory (--out)")
-        need(self.log_every_s >= 0, f"log_every_s must be >= 0, not {self.log_every_s}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,19 +137,39 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """The inverse of :meth:`to_dict`; unknown keys are an error (a newer or foreign file)."""
+    def from_dict(cls, data: dict[str, Any], *, source: str | Path | None = None
+                  ) -> TrainConfig:
+        """The inverse of :meth:`to_dict`; unknown keys are an error (a newer or foreign file).
+
+        With ``source`` (the file it was read from) the values are also validated, and any
+        problem is a DataError naming the file.
+        """
         names = {f.name for f in dataclasses.fields(cls)}
+        where = f"{source}: " if source is not None else ""
+        if not isinstance(data, dict):
+            raise DataError(f"{where}expected a training config (a JSON object), found "
+                            f"{type(data).__name__}")
         unknown = sorted(set(data) - names)
         if unknown:
-            raise UserError(f"unknown training config keys {unknown}; known: {sorted(names)}")
-        return cls(**data)
+            raise (DataError if source else UserError)(
+                f"{where}unknown training config keys {unknown}; known: {sorted(names)}")
+        config = cls(**data)
+        if source is not None:
+            try:
+                config.validate()
+            except UserError as exc:
+                raise DataError(f"{where}the saved config is damaged: {exc}") from None
+        return config
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        """Read a ``config.json`` written by a run (its ``"config"`` entry, or the whole file)."""
-        data = json.loads(Path(path).read_text())
-        return cls.from_dict(data.get("config", data))
+        """Read a ``config.json`` written by a run (its ``"config"`` entry, or the whole file).
+
+        Raises:
+            DataNotFoundError: no such file.
+            DataError: the file is not valid JSON, not a run's config, or holds bad values.
+        """
+        return cls.from_dict(read_run_file(path)["config"], source=path)
 
     def differences(self, other: TrainConfig | dict[str, Any],
                     ignore: frozenset[str] = RESUME_IGNORED) -> dict[str, tuple[Any, Any]]:
@@ -142,3 +179,19 @@ class TrainConfig:
         keys = (set(mine) | set(theirs)) - ignore
         return {k: (mine.get(k), theirs.get(k)) for k in sorted(keys)
                 if mine.get(k) != theirs.get(k)}
+
+
+def read_run_file(path: str | Path) -> dict[str, Any]:
+    """A run folder's ``config.json`` as a dict with a ``"config"`` entry (older files that hold
+    only the config are wrapped): the one reader of run configs.
+
+    Raises:
+        DataNotFoundError: no such file.
+        DataError: not valid JSON, or not a JSON object.
+    """
+    data = _io.read_json(path, "run config")
+    if not isinstance(data, dict):
+        raise DataError(f"run config {path}: expected a JSON object, found {type(data).__name__}")
+    if "config" not in data:
+        data = {"config": data}
+    return data

@@ -8,13 +8,14 @@ matplotlib's object API (no pyplot state, no display needed).
 from __future__ import annotations
 
 import csv
+import io
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from cnnlab._io import atomic_write
 from cnnlab._json import write_json  # noqa: F401  (part of this module's API)
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
@@ -22,13 +23,13 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_acc
 
 
 def write_csv(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in columns})
-    os.replace(tmp, path)
+    """A CSV table of ``rows`` (missing values empty), written atomically."""
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in columns})
+    atomic_write(path, buf.getvalue())
 
 
 def plot_curves(history: Sequence[dict], out_dir: Path) -> list[Path]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,11 +9,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnlab import _io
+from cnnlab._io import one_line
 from cnnlab.data import Splits
 from cnnlab.engine import checkpoint as ckpt_io
-from cnnlab.engine.config import TrainConfig
+from cnnlab.engine.config import TrainConfig, read_run_file
 from cnnlab.engine.metrics import predict
-from cnnlab.errors import DataNotFoundError, UserError
+from cnnlab.errors import DataError, DataNotFoundError, UserError
 
 WEIGHTS = ("final", "best", "checkpoint")
 
@@ -84,11 +85,11 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", *, weights
     path = Path(run_dir)
     if weights not in WEIGHTS:
         raise UserError(f"weights must be one of {list(WEIGHTS)}, not {weights!r}")
+    if path.is_file():
+        raise UserError(f"{path} is a file; give the run folder (a 'cnnlab train --out' folder)")
     if not (path / "config.json").is_file():
         raise DataNotFoundError(f"{path} is not a cnnlab run folder (no config.json)")
-    saved = json.loads((path / "config.json").read_text())
-    config = TrainConfig.from_dict(saved["config"])
-    data = saved["data"]
+    config, data = read_run_config(path)
     file = {"final": ckpt_io.FINAL, "best": ckpt_io.BEST, "checkpoint": ckpt_io.CHECKPOINT}[weights]
     if not (path / file).is_file():
         hint = {"final": "the run has not finished; use weights='checkpoint'",
@@ -97,23 +98,68 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", *, weights
         raise DataNotFoundError(f"{path / file} does not exist ({hint})")
     if weights == "checkpoint":
         state = ckpt_io.load_checkpoint(path / file, device)["model"]
+        bad = ckpt_io.non_finite(state)
+        if bad is not None:
+            raise DataError(f"{path / file} holds NaN/inf in {bad}: the run diverged")
     else:
-        state = torch.load(path / file, map_location=device, weights_only=True)
+        state = ckpt_io.load_weights(path / file, device)
     if model is None:
-        from cnnlab import models
-
-        kwargs = dict(config.model_kwargs)
-        if models.model_info(config.model).supports_width:
-            kwargs["width"] = config.width
-        model = models.create(config.model, num_classes=len(data["classes"]),
-                              in_chans=data["in_chans"], **kwargs)
+        model = create_model(config, num_classes=len(data["classes"]), in_chans=data["in_chans"])
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:  # missing/unexpected keys or shape mismatches
         first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
         raise UserError(f"{path / file} does not fit the {config.model!r} model as cnnlab defines "
-                        f"it now (trained with another version of the model?): {first}") from exc
+                        f"it now (trained with another version of the model?): "
+                        f"{one_line(first, 200)}") from exc
     metrics_file = path / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+    metrics = _io.read_json(metrics_file, "metrics file") if metrics_file.is_file() else None
     return LoadedRun(model=model.to(device).eval(), config=config, data=data, metrics=metrics,
                      weights=weights, path=path)
+
+
+def read_run_config(run_dir: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
+    """A run folder's validated :class:`TrainConfig` and its data settings (``config.json``).
+
+    Raises:
+        DataNotFoundError: no ``config.json``.
+        DataError: ``config.json`` is damaged (not JSON, missing entries, bad values).
+    """
+    file = Path(run_dir) / "config.json"
+    saved = read_run_file(file)
+    config = TrainConfig.from_dict(saved["config"], source=file)
+    data = saved.get("data")
+    need = {"classes": list, "mean": list, "std": list, "image_size": list, "in_chans": int}
+    if not isinstance(data, dict) or any(not isinstance(data.get(k), t) for k, t in need.items()):
+        raise DataError(f"{file}: the 'data' entry is missing or damaged (it needs "
+                        f"{', '.join(need)}); the file is not one a run wrote")
+    return config, data
+
+
+def create_model(config: TrainConfig, *, num_classes: int, in_chans: int) -> nn.Module:
+    """The registry model ``config`` describes (name, width, ``--model-kw`` options).
+
+    Raises:
+        UserError: an unknown model, a ``--model-kw`` that repeats an argument cnnlab sets, or
+            one the model rejects (one line naming it).
+    """
+    from cnnlab import models
+
+    info = models.model_info(config.model)
+    kwargs = dict(config.model_kwargs)
+    reserved = sorted(set(kwargs) & {"num_classes", "in_chans", "width"})
+    if reserved:
+        raise UserError(f"--model-kw {', '.join(reserved)}: set by cnnlab from the data set and "
+                        "--width; remove it")
+    if info.supports_width:
+        kwargs["width"] = config.width
+    elif config.width != 1.0:
+        raise UserError(f"{config.model} has no width multiplier; leave --width at 1")
+    try:
+        return models.create(config.model, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    except UserError:
+        raise
+    except (TypeError, ValueError) as exc:
+        given = ", ".join(f"{k}={v!r}" for k, v in config.model_kwargs.items())
+        raise UserError(f"--model-kw {given}: {config.model} cannot be built with it "
+                        f"({one_line(exc, 160)})") from None

@@ -26,6 +26,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnlab import _io
 from cnnlab.data import Augment, Dataset, Splits, load_dataset, make_splits
 from cnnlab.engine import checkpoint as ckpt_io
 from cnnlab.engine import outputs
@@ -42,6 +44,7 @@ from cnnlab.engine.callbacks import Callback, EpochLogger, Event, ProgressBar, T
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.metrics import EvalResult, evaluate
 from cnnlab.engine.optim import EMA, lr_factor, make_optimizer
+from cnnlab.engine.run import create_model
 from cnnlab.errors import TrainingDiverged, UserError
 
 
@@ -168,6 +171,8 @@ class Trainer:
         self.channels_last = cuda if config.channels_last is None else config.channels_last
         self.out = Path(config.out) if config.out is not None else None
         self._check_out_dir()
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
 
         # data: decoded once (cached), then split, resized and moved to the device in one go
         t0 = time.perf_counter()
@@ -188,7 +193,7 @@ class Trainer:
         self.batch_size = min(config.batch_size, n_train)
         self.steps_per_epoch = n_train // self.batch_size
         self.total_steps = self.steps_per_epoch * config.epochs
-        self.augment = augment.scaled(config.resolution)
+        self.augment = augment.scaled(config.resolution).check_fits(self.splits.image_size)
 
         # model, optimiser, EMA
         if model is None:
@@ -236,8 +241,7 @@ class Trainer:
     def _check_out_dir(self) -> None:
         if self.out is None:
             return
-        if self.out.exists() and not self.out.is_dir():
-            raise UserError(f"--out {self.out} exists and is not a directory")
+        _io.check_output_dir(self.out, "--out")
         if (self.out / ckpt_io.CHECKPOINT).exists() and not self.config.resume:
             raise UserError(f"{self.out} already holds a run ({ckpt_io.CHECKPOINT}); add --resume "
                             "to continue it, or choose another --out")
@@ -252,13 +256,18 @@ class Trainer:
                             f"{info.min_input[1]} pixels, but resolution {self.config.resolution}"
                             f" gives {h}x{w}")
         torch.manual_seed(ckpt_io.derive_seed(self.config.seed, "init"))
-        kwargs = dict(self.config.model_kwargs)
-        if info.supports_width:
-            kwargs["width"] = self.config.width
-        elif self.config.width != 1.0:
-            raise UserError(f"{self.config.model} has no width multiplier; leave --width at 1")
-        return models.create(self.config.model, num_classes=len(self.splits.classes),
-                             in_chans=self.splits.in_chans, **kwargs)
+        return create_model(self.config, num_classes=len(self.splits.classes),
+                            in_chans=self.splits.in_chans)
+
+    def _open_out(self) -> None:
+        """Create and lock the run folder; under the lock, check again that it is ours to use
+        (a run started a moment earlier may have written its checkpoint since)."""
+        _io.output_dir(self.out, "--out", lock=True)
+        try:
+            self._check_out_dir()
+        except BaseException:
+            _io.release_dir(self.out)
+            raise
 
     @property
     def eval_model(self) -> nn.Module:
@@ -285,10 +294,11 @@ class Trainer:
             TrainingDiverged: the loss became NaN or infinite (the last checkpoint is kept).
             TrainingInterrupted: Ctrl-C; a checkpoint was saved (see its message).
         """
+        if self.out is not None:  # created only now: bad settings leave no folder
+            self._open_out()
         try:
             with self._determinism(), self._deferred_sigint():
-                if self.out is not None:  # created only now: bad settings leave no folder
-                    self.out.mkdir(parents=True, exist_ok=True)
+                if self.out is not None:
                     self._write_config()
                 self._fire(Event.TRAIN_BEGIN)
                 try:
@@ -303,6 +313,9 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_exception(self, exc)
             raise
+        finally:
+            if self.out is not None:
+                _io.release_dir(self.out)
         return self.result
 
     def _fire(self, event: Event) -> None:
@@ -376,6 +389,7 @@ class Trainer:
         self._epoch_train_s += time.perf_counter() - t0
         self._loop_start = None
         self._check_finite()
+        self._check_state_finite()
 
     def _end_epoch(self) -> None:
         self._check_interrupt()
@@ -437,15 +451,32 @@ class Trainer:
         if len(bad):
             k = self._checked + int(bad[0, 0])
             value = float(self._step_losses[k])
-            last = (f"the last checkpoint {self.out / ckpt_io.CHECKPOINT} (end of epoch "
-                    f"{self.epoch}) is unchanged" if self.out is not None and self.epoch > 0
-                    else "no checkpoint was written")
+            last = self._last_good()
             raise TrainingDiverged(
                 f"the training loss became {value} at epoch {self.epoch + 1} step "
                 f"{k + 1}/{self.steps_per_epoch} (global step "
                 f"{self.epoch * self.steps_per_epoch + k + 1}); training stopped and {last}; "
                 f"try a lower --lr (now {self.config.lr}) or a longer warm-up")
         self._checked = upto
+
+    def _last_good(self) -> str:
+        return (f"the last checkpoint {self.out / ckpt_io.CHECKPOINT} (end of epoch "
+                f"{self.epoch}) is unchanged" if self.out is not None and self.epoch > 0
+                else "no checkpoint was written")
+
+    def _check_state_finite(self) -> None:
+        """Raise TrainingDiverged if any weight or buffer (BatchNorm statistics, EMA copy) is
+        NaN or infinite: a finite loss does not prove finite weights, and no such state may
+        be saved as a checkpoint, ``best.pt`` or ``model.pt``."""
+        states = {"model": self.model.state_dict()}
+        if self.ema is not None:
+            states["ema"] = self.ema.module.state_dict()
+        bad = ckpt_io.non_finite(states)
+        if bad is not None:
+            raise TrainingDiverged(
+                f"the model's state became NaN/inf ({bad}) in epoch {self.epoch + 1} (global "
+                f"step {self.step}); training stopped and {self._last_good()}; try a lower --lr "
+                f"(now {self.config.lr}) or a longer warm-up")
 
     # ------------------------------------------------------------------ finishing, outputs
     def _finish(self) -> RunResult:
@@ -487,7 +518,8 @@ class Trainer:
             "config": self.config.to_dict(), "data": self.data_info(),
             "resolved": {"device": str(self.device), "amp": self.amp,
                          "channels_last": self.channels_last, "batch_size": self.batch_size,
-                         "steps_per_epoch": self.steps_per_epoch},
+                         "steps_per_epoch": self.steps_per_epoch,
+                         "threads": torch.get_num_threads()},
             "environment": environment(self.device)})
 
     def _write_outputs(self, result: RunResult) -> None:
@@ -521,6 +553,7 @@ class Trainer:
             "best_val_accuracy": self.best_val_accuracy,
             "best_epoch": self.best_epoch,
             "wall_time_s": self._prior_wall_s + time.perf_counter() - self._wall_start,
+            "threads": torch.get_num_threads(),  # an exact resume needs the same number
         }
         if mid_epoch:
             state["mid_epoch"] = {
@@ -552,6 +585,7 @@ class Trainer:
                                for k, (new, old) in diff.items())
             raise UserError(f"cannot resume {self.out}: the settings differ from the saved run "
                             f"({listed}); use the saved settings or another --out")
+        self._check_resume_threads(state.get("threads"))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:
@@ -577,6 +611,19 @@ class Trainer:
             if mid["cuda_rng"] is not None and self.device.type == "cuda":
                 torch.cuda.set_rng_state(mid["cuda_rng"].cpu(), self.device)
 
+    def _check_resume_threads(self, saved: int | None) -> None:
+        """The thread count splits reductions, so only the run's own count resumes exactly."""
+        now = torch.get_num_threads()
+        if saved is None or saved == now:
+            return
+        if self.config.threads is None:
+            raise UserError(f"cannot resume {self.out} exactly: it ran with {saved} torch "
+                            f"threads, this process has {now}; add --threads {saved} (or "
+                            f"--threads {now} to continue without bit-identity)")
+        warnings.warn(f"resuming {self.out} with {now} torch threads, not the run's {saved}: "
+                      "the result will not be bit-identical to an uninterrupted run",
+                      stacklevel=2)
+
     def _on_interrupt(self) -> TrainingInterrupted:
         """Save what can be resumed exactly and describe it."""
         if self.out is None:
@@ -585,6 +632,7 @@ class Trainer:
         resume = f"resume with the same command plus --resume (--out {self.out})"
         if self._at_boundary:
             self._check_finite()  # never save diverged weights
+            self._check_state_finite()
             ckpt_io.atomic_save(self._state(mid_epoch=self.step_in_epoch > 0), path)
             where = (f"epoch {self.epoch + 1} step {self.step_in_epoch}/{self.steps_per_epoch}"
                      if self.step_in_epoch else f"the end of epoch {self.epoch}")

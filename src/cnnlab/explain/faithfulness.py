@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 from torchvision.transforms.functional import gaussian_blur
 
+from cnnlab._numbers import check_number
 from cnnlab.errors import UserError
 from cnnlab.explain._common import Targets, eval_mode, prepare_images, resolve_targets
 
@@ -122,9 +123,9 @@ def deletion_insertion(
         batch_size: perturbed images per forward pass.
     """
     x = prepare_images(model, x)
-    if steps < 1:
-        raise UserError(f"steps must be >= 1, got {steps}")
     n, _, h, w = x.shape
+    check_number(steps, "steps", low=1, high=h * w, integer=True,
+                 why=f"(the images have {h}x{w} = {h * w} pixels)")
     for name, m in saliency.items():
         if tuple(m.shape) != (n, h, w):
             raise UserError(f"saliency {name!r} has shape {tuple(m.shape)}, expected {(n, h, w)}")

@@ -37,6 +37,8 @@ def load_matrix(path: str | Path, what: str = "matrix") -> np.ndarray:
     path = Path(path)
     where = f"{what} file {path}"
     suffix = path.suffix.lower()
+    if path.is_dir():
+        raise DataError(f"{where} is a folder; give a matrix file ({', '.join(SUFFIXES)})")
     if suffix not in SUFFIXES:
         raise DataError(
             f"{where}: unsupported file type {path.suffix or '(none)'!r}; use {', '.join(SUFFIXES)}"
@@ -59,10 +61,20 @@ def load_matrix(path: str | Path, what: str = "matrix") -> np.ndarray:
 
 
 def _read_npy(path: Path, where: str) -> np.ndarray:
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic != b"\x93NUMPY":
+        raise DataError(f"{where}: not a .npy file (it does not start with the .npy magic "
+                        "bytes); save the matrix with numpy.save")
     try:
         m = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{where}: not a readable .npy array ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - a damaged header raises SyntaxError, TokenError...
+        if "pickle" in str(exc):  # never follow NumPy's advice to unpickle a user's file
+            raise DataError(f"{where}: holds pickled Python objects, not a numeric array; "
+                            "cnnlab does not load pickles") from None
+        detail = " ".join(str(exc).split())[:160]
+        raise DataError(f"{where}: not a readable .npy array ({detail}); the file is "
+                        "truncated or corrupt") from None
     if not isinstance(m, np.ndarray):
         raise DataError(f"{where}: expected one array saved with numpy.save")
     if m.dtype.kind not in "iuf":

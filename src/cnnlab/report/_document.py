@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import io
 import math
 import os
 import re
@@ -13,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnnlab._json import atomic_write_text, json_safe, write_json
+from cnnlab._io import atomic_write
+from cnnlab._json import json_safe, write_json
 
 # A column: (key in the row dict, header text, formatter or None for fmt_num).
 Column = tuple[str, str, Callable[[Any], str] | None]
@@ -199,8 +201,8 @@ class Report:
         """Write ``report.md`` and ``report.html``; returns their paths."""
         md = self.out_dir / "report.md"
         page = self.out_dir / "report.html"
-        atomic_write_text(md, self.to_markdown())
-        atomic_write_text(page, self.to_html())
+        atomic_write(md, self.to_markdown())
+        atomic_write(page, self.to_html())
         return md, page
 
 
@@ -217,13 +219,12 @@ def save_results(out_dir: str | os.PathLike, payload: Mapping[str, Any],
     keys: list[str] = []
     for row in rows:
         keys += [k for k in row if k not in keys]
-    tmp = cpath.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: json_safe(row.get(k)) for k in keys})
-    os.replace(tmp, cpath)
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: json_safe(row.get(k)) for k in keys})
+    atomic_write(cpath, buf.getvalue())
     return jpath, cpath
 
 

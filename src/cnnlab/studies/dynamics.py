@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from cnnlab._io import output_dir
 from cnnlab.cli import add_threads_option, apply_threads
 from cnnlab.engine.outputs import write_json
 from cnnlab.errors import UserError
@@ -275,11 +276,8 @@ def run_study(out: str | Path, *, dataset: str = "fashion-mnist", data_dir: str 
     say = log or (lambda line: print(f"dynamics: {line}", flush=True))
     t0 = time.perf_counter()
     dev = resolve_device(device)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory")
+    out = output_dir(out, "--out", lock=True)  # the one opener: a file or /sys/x is one line
     ds = load_dataset(dataset, data_dir=data_dir)
-    out.mkdir(parents=True, exist_ok=True)
 
     init = _init_section(out, ds, budget, dev, say)
     settings = TrainSettings(dataset=dataset, data_dir=data_dir, subset=budget.subset,

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab import _malloc
+from cnnlab._io import output_dir
 from cnnlab.errors import UserError
 
 DATASETS = ("fashion-mnist", "cifar10")
@@ -259,8 +260,7 @@ def run_study(cfg: StudyConfig) -> StudyResult:
     budget = cfg.resolved_budget()
     seeds = cfg.seeds or budget.seeds
     device = resolve_device(cfg.device)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(cfg.out, "--out", lock=True)  # the one opener: a file or /sys/x is one line
     specs = plan_runs(budget, seeds)
     started = time.perf_counter()
 

@@ -27,6 +27,7 @@ from cnnlab.numpy_ref.layers import (
     relu_forward,
     softmax_cross_entropy,
 )
+from cnnlab.numpy_ref.optim import SGD, Adam, AdamW, RMSprop, StepRecord
 from cnnlab.numpy_ref.pool import (
     avgpool2d_backward,
     avgpool2d_forward,
@@ -66,4 +67,9 @@ __all__ = [
     "residual_block_backward",
     "residual_walkthrough",
     "conv_backward_walkthrough",
+    "SGD",
+    "RMSprop",
+    "Adam",
+    "AdamW",
+    "StepRecord",
 ]

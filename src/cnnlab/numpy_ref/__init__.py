@@ -1,5 +1,8 @@
 """NumPy reference engine: hand-checkable forward/backward pairs in ``(N, C, H, W)`` layout.
 
+``optim`` holds the optimisers (``SGD``, ``RMSprop``, ``Adam``, ``AdamW``), ``classification`` the
+metrics, and ``labs`` the course labs behind ``cnnlab walkthrough adam`` ... ``metrics``.
+
 Every op is a pure pair ``*_forward(...) -> (out, cache)`` / ``*_backward(dout, cache)``, computes
 in float64 and matches ``torch.nn.functional`` (tested against PyTorch float64). Imports NumPy
 only; ``views`` imports matplotlib when it draws.

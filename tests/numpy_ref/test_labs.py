@@ -262,3 +262,41 @@ def test_text_and_figure(capsys, tmp_path, name):
     assert "one step written out:" in out and "\nconclusion: " in out
     png = (tmp_path / f"{name}.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 20_000
+
+
+def test_softmax_regression_per_sample_gradients_match_torch_autograd():
+    from cnnlab.cli._labs_data import softmax_regression_gradients
+
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((5, 7)), rng.integers(0, 3, 5)
+    w, b = rng.standard_normal((3, 7)), rng.standard_normal(3)
+    got = softmax_regression_gradients(x, y, w, b)
+    for i in range(5):
+        wt, bt = torch.tensor(w, requires_grad=True), torch.tensor(b, requires_grad=True)
+        torch.nn.functional.cross_entropy(torch.tensor(x[i:i + 1]) @ wt.T + bt,
+                                          torch.tensor(y[i:i + 1])).backward()
+        np.testing.assert_allclose(got[i], np.r_[wt.grad.numpy().ravel(), bt.grad.numpy()],
+                                   rtol=1e-12, atol=1e-14)
+
+
+def test_batch_size_on_fashion_mnist_files(capsys, tmp_path, monkeypatch):
+    """The real-data variant end to end, on a tiny Fashion-MNIST in the IDX format."""
+    import gzip
+
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 64), ("t10k", 16)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 255, (n, 28, 28), dtype=np.uint8)
+        for kind, arr in (("images-idx3", images), ("labels-idx1", labels)):
+            header = bytes([0, 0, 8, arr.ndim]) + np.asarray(arr.shape, ">i4").tobytes()
+            with gzip.open(tmp_path / f"{prefix}-{kind}-ubyte.gz", "wb") as f:
+                f.write(header + arr.tobytes())
+    got = lab(capsys, "batch-size", "--fashion-mnist", "--data-dir", str(tmp_path), "--n", "40",
+              "--draws", "50", "--batch-sizes", "1,4,40,64")
+    assert got["batch_sizes"] == [1, 4, 40] and got["dim"] == 7850
+    b = np.array([1, 4, 40])
+    np.testing.assert_allclose(got["variance_formula"], got["sigma2"] / b * (40 - b) / 39,
+                               rtol=1e-12, atol=1e-20)
+    assert got["conclusion"].startswith("on Fashion-MNIST, softmax regression at init, 40 ")

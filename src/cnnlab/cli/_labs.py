@@ -57,10 +57,13 @@ def register(sub: argparse._SubParsersAction, add_output: Callable) -> None:
     p.add_argument("--epochs", type=int, default=3, help="training epochs (default 3)")
     p.add_argument("--lr", type=float, default=0.02, help="SGD learning rate (default 0.02)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fashion-mnist", action="store_true",
+                   help="measure the variance on real data instead: per-sample gradients of "
+                   "softmax regression on --n Fashion-MNIST training images (no curves)")
+    p.add_argument("--data-dir", type=Path, metavar="DIR",
+                   help="where Fashion-MNIST is (default: cnnlab.data's search order)")
     add_output(p, "batch-size.png", _COMMON_JSON)
-    p.set_defaults(func=_run("batch_size", lambda a: dict(
-        n=a.n, batch_sizes=a.batch_sizes, curve_batch_sizes=a.curve_batch_sizes, draws=a.draws,
-        epochs=a.epochs, lr=a.lr, seed=a.seed)))
+    p.set_defaults(func=_run("batch_size", _batch_size_kwargs))
 
     p = sub.add_parser(
         "regularization", help="L1 vs L2 loss with outliers, L1 vs L2 penalty (exact zeros)",
@@ -141,6 +144,16 @@ def _run(lab: str, kwargs: Callable[[argparse.Namespace], dict]) -> Callable:
         return _finish(result, args, result.name, result.title, result.settings)
 
     return run
+
+
+def _batch_size_kwargs(a: argparse.Namespace) -> dict:
+    kw = dict(n=a.n, batch_sizes=a.batch_sizes, curve_batch_sizes=a.curve_batch_sizes,
+              draws=a.draws, epochs=a.epochs, lr=a.lr, seed=a.seed)
+    if a.fashion_mnist:
+        from cnnlab.cli._labs_data import fashion_mnist_gradients
+
+        kw["gradients"], kw["source"] = fashion_mnist_gradients(a.n, a.seed, a.data_dir)
+    return kw
 
 
 def _regularization_kwargs(a: argparse.Namespace) -> dict:

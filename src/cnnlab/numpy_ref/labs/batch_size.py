@@ -46,16 +46,28 @@ def batch_size_lab(
     lr: float = 0.02,
     noise: float = 0.5,
     seed: int = 0,
+    gradients: np.ndarray | None = None,
+    source: str = "",
 ) -> LabResult:
     """Measure the variance of the mini-batch gradient at ``w = 0`` over ``draws`` random
     batches per size, and train SGD for ``epochs`` at each of ``curve_batch_sizes``.
 
     The data: ``x ~ N(0, 1)^(n x dim)``, ``y = x @ w_true + noise * N(0, 1)``, loss
-    ``mean 0.5 (x . w - y)^2``.
+    ``mean 0.5 (x . w - y)^2``. With ``gradients`` (``(N, D)`` per-sample gradients of a real
+    model, described by ``source``) the variance is measured on those instead, ``n`` is N,
+    batch sizes above N are left out and no training curves are run.
 
     Raises:
         UserError: a batch size outside [1, n], draws < 2, epochs < 1, lr <= 0.
     """
+    if gradients is not None:
+        gradients = np.asarray(gradients, dtype=np.float64)
+        if gradients.ndim != 2 or len(gradients) < 2:
+            raise UserError(f"walkthrough batch-size: gradients must be (N >= 2, D), got "
+                            f"{gradients.shape}")
+        n, dim = gradients.shape
+        batch_sizes = tuple(b for b in batch_sizes if b <= n) or (1, n)
+        curve_batch_sizes = ()
     if n < 2 or dim < 1:
         raise UserError(f"walkthrough batch-size: need n >= 2 and dim >= 1, got {n}, {dim}")
     for b in (*batch_sizes, *curve_batch_sizes):
@@ -70,7 +82,7 @@ def batch_size_lab(
     w_true = rng.uniform(-2, 2, dim)
     y = x @ w_true + noise * rng.standard_normal(n)
     w0 = np.zeros(dim)
-    g = per_sample_gradients(x, y, w0)  # (N, D)
+    g = per_sample_gradients(x, y, w0) if gradients is None else gradients  # (N, D)
     full = g.mean(axis=0)
     sigma2 = float(((g - full) ** 2).sum(axis=1).mean())
     measured, stderr, formula = [], [], []
@@ -106,6 +118,9 @@ def batch_size_lab(
         noise_rms[b] = float(np.sqrt(np.mean(np.square(gaps))))
         updates[b] = -(-n // b)
 
+    if not curves:
+        return _variance_only(sizes, measured, stderr, formula, sigma2, max_z, within, ratio,
+                              partial, n, dim, draws, seed, source)
     i4 = sizes.index(4) if 4 in sizes else 0
     b4 = sizes[i4]
     g0 = g[0]
@@ -168,3 +183,43 @@ def batch_size_lab(
         f"N {n}, D {dim}, least squares at w = 0, label noise {num(noise)}, {draws} draws, "
         f"{epochs} epochs at lr {num(lr)}, seed {seed}",
         sections, worked, conclusion, values, draw, figsize=(11.0, 4.2))
+
+
+def _variance_only(sizes, measured, stderr, formula, sigma2, max_z, within, ratio, partial, n,
+                   dim, draws, seed, source) -> LabResult:
+    """The result for given per-sample gradients: the variance measurement alone."""
+    part_sizes = [b for b, f in zip(sizes, formula, strict=True) if f > 0]
+    k = 1 if len(sizes) > 1 else 0
+    worked = [
+        f"sigma^2 = mean_i ||g_i - G||^2 = {num(sigma2)} (over {dim} gradient coordinates);  "
+        f"B = {sizes[k]}: sigma^2 / B * (N - B) / (N - 1) = {num(sigma2)} / {sizes[k]} * "
+        f"{n - sizes[k]} / {n - 1} = {num(formula[k])}  (measured {num(measured[k])} +- "
+        f"{num(stderr[k])})",
+    ]
+    conclusion = (f"on {source or 'the given gradients'}, "
+                  f"{variance_sentence(within, max_z, part_sizes, ratio)}; an epoch costs {n} "
+                  f"per-sample gradients at every B, in ceil({n}/B) updates.")
+    sections = [
+        (f"variance of the mini-batch gradient ({draws} batches per size, N = {n})",
+         table(["B", "measured", "std error", "formula", "measured*B", "updates/epoch"],
+               [[str(b), m, s, f, m * b, str(-(-n // b))]
+                for b, m, s, f in zip(sizes, measured, stderr, formula, strict=True)])),
+    ]
+    values = {"n": n, "dim": dim, "sigma2": sigma2, "batch_sizes": sizes, "variance": measured,
+              "variance_stderr": stderr, "variance_formula": formula, "max_abs_z": max_z,
+              "source": source}
+
+    def draw(fig):
+        ax = fig.subplots(1, 1)
+        part = np.array(sizes)[partial]
+        ax.errorbar(part, measured[partial], yerr=2 * stderr[partial], fmt="o",
+                    label="measured +- 2 SE")
+        ax.plot(part, formula[partial], "k-", lw=1, label="sigma^2/B (N-B)/(N-1)")
+        ax.set(xscale="log", yscale="log", xlabel="batch size B", ylabel="E||g_B - G||^2",
+               title=f"gradient variance ~ 1/B: {source}")
+        ax.legend(fontsize=7)
+
+    return LabResult(
+        "batch-size", "Mini-batch gradient variance against the batch size, on a real model",
+        f"{source}; N {n}, {dim} parameters, {draws} draws, seed {seed}", sections, worked,
+        conclusion, values, draw, figsize=(6.5, 4.5))

@@ -88,7 +88,9 @@ def batch_size_lab(
     measured, stderr, formula = [], [], []
     for b in sizes:
         idx = np.array([rng.choice(n, b, replace=False) for _ in range(draws)])  # (draws, B)
-        dev = ((g[idx].mean(axis=1) - full) ** 2).sum(axis=1)  # (draws,)
+        chunk = max(1, 4_000_000 // (b * dim))  # bound the (chunk, B, D) gather's memory
+        dev = np.concatenate([((g[idx[k:k + chunk]].mean(axis=1) - full) ** 2).sum(axis=1)
+                              for k in range(0, draws, chunk)])  # (draws,)
         measured.append(dev.mean())
         stderr.append(dev.std(ddof=1) / np.sqrt(draws))
         formula.append(sigma2 / b * (n - b) / (n - 1))

@@ -148,7 +148,7 @@ def write_idx_dir(folder: Path, n_train=400, n_test=100):
 
 OUTPUTS = ["metrics.json", "history.csv", "curves_loss.png", "curves_accuracy.png",
            "confusion_matrix.png", "per_class.json", "per_class.csv", "config.json", "model.pt",
-           "best.pt", "checkpoint.pt"]
+           "best.pt", "checkpoint.pt", "test_predictions.npz"]
 
 
 def test_cli_end_to_end_writes_every_output_and_load_run_reads_it(tmp_path, capsys, monkeypatch):

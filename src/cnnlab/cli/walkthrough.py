@@ -1,8 +1,9 @@
-"""``cnnlab walkthrough residual|conv-backward``: the course exercises, every matrix shown.
+"""``cnnlab walkthrough residual|conv-backward|adam|batch-size|regularization|batchnorm|dropout|
+linear-collapse|metrics``: the course exercises and labs, every number shown.
 
-Prints every intermediate matrix (or, with ``--json``, only the result values as one JSON object
-on stdout) and saves one figure of annotated heatmaps into ``--out``. NumPy and matplotlib only:
-no torch import.
+Prints every intermediate (or, with ``--json``, only the result values as one JSON object on
+stdout) and saves one figure into ``--out``. NumPy and matplotlib only: no torch import (``metrics
+--run`` reads the run's saved predictions with NumPy).
 """
 
 from __future__ import annotations
@@ -90,6 +91,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_output_options(back, "conv-backward.png", "y, dW, dX (nested lists)")
     back.set_defaults(func=run_conv_backward)
 
+    from cnnlab.cli import _labs
+
+    _labs.register(sub, _add_output_options)
+
 
 def _add_output_options(parser: argparse.ArgumentParser, figure: str, keys: str) -> None:
     parser.add_argument(
@@ -143,7 +148,10 @@ def _finish(result: Any, args: argparse.Namespace, name: str, title: str, settin
         raise UserError(f"--out {args.out} is a file, not a folder")
     path = args.out / f"{name}.png"
     try:
-        save_steps_figure(result.steps(), path, title, _footer(settings))
+        if hasattr(result, "save_figure"):  # a lab: its own panels
+            result.save_figure(path, title, _footer(settings))
+        else:
+            save_steps_figure(result.steps(), path, title, _footer(settings))
     except OSError as exc:
         raise UserError(f"cannot write the figure {path}: {exc.strerror or exc}") from exc
     # keep stdout pure JSON with --json

@@ -1,7 +1,8 @@
 """The files a run leaves in its output folder: tables, JSON and plots.
 
 ``metrics.json``, ``history.csv``, ``per_class.json`` / ``per_class.csv``, ``config.json``,
-``curves_loss.png``, ``curves_accuracy.png``, ``confusion_matrix.png``. Plots are drawn with
+``curves_loss.png``, ``curves_accuracy.png``, ``confusion_matrix.png``, ``test_predictions.npz``
+(the test labels and softmax probabilities, for ``cnnlab walkthrough metrics --run``). Plots are drawn with
 matplotlib's object API (no pyplot state, no display needed).
 """
 
@@ -30,6 +31,17 @@ def write_csv(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> None:
     for row in rows:
         writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in columns})
     atomic_write(path, buf.getvalue())
+
+
+def write_predictions(path: Path, labels, logits) -> None:
+    """``labels`` ``(N,)`` int64 and ``probs`` ``(N, K)`` float32 (softmax of ``logits``), in one
+    ``.npz``, written atomically."""
+    import torch
+
+    probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez_compressed(tmp, labels=labels.cpu().numpy().astype(np.int64), probs=probs)
+    os.replace(tmp, path)
 
 
 def plot_curves(history: Sequence[dict], out_dir: Path) -> list[Path]:

@@ -499,6 +499,8 @@ class Trainer:
                    "channels_last": self.channels_last})
         if self.out is not None:
             self._write_outputs(result)
+            outputs.write_predictions(self.out / "test_predictions.npz", sp.test_labels,
+                                      test.logits)
         return result
 
     def data_info(self) -> dict[str, Any]:

@@ -1,5 +1,8 @@
 """NumPy reference engine: hand-checkable forward/backward pairs in ``(N, C, H, W)`` layout.
 
+``optim`` holds the optimisers (``SGD``, ``RMSprop``, ``Adam``, ``AdamW``), ``classification`` the
+metrics, and ``labs`` the course labs behind ``cnnlab walkthrough adam`` ... ``metrics``.
+
 Every op is a pure pair ``*_forward(...) -> (out, cache)`` / ``*_backward(dout, cache)``, computes
 in float64 and matches ``torch.nn.functional`` (tested against PyTorch float64). Imports NumPy
 only; ``views`` imports matplotlib when it draws.
@@ -27,6 +30,7 @@ from cnnlab.numpy_ref.layers import (
     relu_forward,
     softmax_cross_entropy,
 )
+from cnnlab.numpy_ref.optim import SGD, Adam, AdamW, RMSprop, StepRecord
 from cnnlab.numpy_ref.pool import (
     avgpool2d_backward,
     avgpool2d_forward,
@@ -66,4 +70,9 @@ __all__ = [
     "residual_block_backward",
     "residual_walkthrough",
     "conv_backward_walkthrough",
+    "SGD",
+    "RMSprop",
+    "Adam",
+    "AdamW",
+    "StepRecord",
 ]

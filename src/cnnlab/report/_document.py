@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import math
 import os
@@ -13,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnnlab._json import atomic_write_text, json_safe, write_json
+from cnnlab._json import atomic_write_text, write_json
+from cnnlab.report._table import markdown_table, write_csv
 
 # A column: (key in the row dict, header text, formatter or None for fmt_num).
 Column = tuple[str, str, Callable[[Any], str] | None]
@@ -143,11 +143,7 @@ class Report:
             elif b.kind == "table":
                 if d["caption"]:
                     lines += [f"*{d['caption']}*", ""]
-                esc = [[c.replace("|", "\\|") for c in row] for row in [d["header"], *d["body"]]]
-                lines.append("| " + " | ".join(esc[0]) + " |")
-                lines.append("|" + "|".join("---" for _ in esc[0]) + "|")
-                lines += ["| " + " | ".join(row) + " |" for row in esc[1:]]
-                lines.append("")
+                lines += [*markdown_table(d["header"], d["body"]), ""]
             elif b.kind == "figure":
                 rel = d["path"].relative_to(self.out_dir).as_posix()
                 lines += [f"![{d['caption']}]({rel})", "", f"*{d['caption']}*", ""]
@@ -214,16 +210,7 @@ def save_results(out_dir: str | os.PathLike, payload: Mapping[str, Any],
     out.mkdir(parents=True, exist_ok=True)
     jpath, cpath = out / "results.json", out / "results.csv"
     write_json(jpath, payload)
-    keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys]
-    tmp = cpath.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: json_safe(row.get(k)) for k in keys})
-    os.replace(tmp, cpath)
+    write_csv(cpath, rows)
     return jpath, cpath
 
 

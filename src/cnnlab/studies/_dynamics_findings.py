@@ -343,13 +343,13 @@ def resolution(payload: dict) -> list[str]:
     out = []
     if ref:
         margin = max(r["train_error_spread"] for r in ref)
-        out.append(f"Final training error: the seeds of {', '.join(f'{r['family']}-{r['depth']}' for r in ref)} "
-                   f"({ref[0]['seeds']} each) spread over up to {_f(margin)}; differences in "
-                   f"training error up to {_f(margin)} are {NOT_DISTINGUISHABLE} (sections 3 "
-                   "and 4).")
+        names = ", ".join(f"{r['family']}-{r['depth']}" for r in ref)
+        out.append(f"Final training error: the seeds of {names} ({ref[0]['seeds']} each) spread "
+                   f"over up to {_f(margin)}; differences in training error up to {_f(margin)} "
+                   f"are {NOT_DISTINGUISHABLE} (sections 3 and 4).")
     else:
         out.append("Final training error: every net was trained with one seed, so no difference "
-                   f"in training error is distinguishable at this budget.")
+                   "in training error is distinguishable at this budget.")
     s = payload["init"]["settings"]
     out.append(f"Initialisation (section 1) involves no training: every per-layer std is shown "
                f"for each of {s['networks']} random networks beside their geometric mean, so "

@@ -6,7 +6,7 @@ accepts, its own options beyond the common ones (as :class:`Option` data; ``cli/
 command-line flags) and ``execute(session) -> Outcome``. The framework
 (:mod:`cnnlab.studies.runner`) validates the common options, opens the run store, loads nothing
 itself, calls ``execute`` and writes ``results.json``, ``results.csv`` and the report. A study never
-parses arguments and never imports :mod:`cnnlab.cli`.
+parses arguments and never imports the command-line package.
 """
 
 from __future__ import annotations

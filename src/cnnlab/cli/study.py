@@ -66,7 +66,8 @@ def _add_arguments(parser: argparse.ArgumentParser, study) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     add_threads_option(parser)
     parser.add_argument("--out", default=study.default_out(),
-                        help=f"study folder: report, results, runs/ (default {study.default_out()})")
+                        help="study folder: report, results, runs/ "
+                             f"(default {study.default_out()})")
 
 
 def _run(args: argparse.Namespace) -> int:

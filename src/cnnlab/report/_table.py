@@ -4,7 +4,8 @@ Every Markdown table cnnlab prints or writes (study reports, ``cnnlab analyze --
 through :func:`markdown_table`, so escaping is done once: a ``|`` inside a cell would otherwise
 split the cell, and a line break would end the table. Every CSV file of rows goes through
 :func:`csv_text` / :func:`write_csv`: columns are the union of the rows' keys in first-seen
-order, and values are made strict (NaN/inf -> empty, as JSON null) by :func:`cnnlab._json.json_safe`.
+order, and values are made strict (NaN/inf -> empty, as JSON null) by
+:func:`cnnlab._json.json_safe`.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The dynamics study's findings: sentences with numbers, worded from what was measured (an
-expectation that did not hold is reported as such), each a :class:`~cnnlab.studies.findings.Finding`.
+expectation that did not hold is reported as such), each a
+:class:`~cnnlab.studies.findings.Finding`.
 
 Degradation (section 4) compares training errors against the seed-to-seed spread measured in the
 same invocation on the reference depth (the smallest), trained with ``budget.noise_seeds`` seeds.
@@ -268,7 +269,8 @@ def _degradation_findings(payload: dict) -> list[Finding]:
     judged = {"noise": noise, "numbers": {"plain_lo": p_lo, "plain_hi": p_hi, "resnet_lo": r_lo,
                                           "resnet_hi": r_hi, "margin": margin}}
     if p_hi - p_lo > margin:
-        out.key(verdict="higher", **judged, text=f"Degradation appeared: the {hi}-layer plain net has a "
+        out.key(verdict="higher", **judged,
+                text=f"Degradation appeared: the {hi}-layer plain net has a "
                 f"higher *training* error than the {lo}-layer one ({_f(p_hi)} vs {_f(p_lo)}"
                 f"{', rising with every added depth' if monotone else ''}; {noise}). The deeper "
                 f"net could represent the shallower one (extra layers as identities), so this "
@@ -280,11 +282,13 @@ def _degradation_findings(payload: dict) -> list[Finding]:
                 f"({_f(p_lo)}) by more than the noise ({noise}). It needs more training "
                 f"(budget standard) to show.")
     if r_hi - r_lo <= margin:
-        out.key(verdict=NOT_DISTINGUISHABLE, **judged, text=f"The residual nets do not degrade: ResNet-{hi} "
+        out.key(verdict=NOT_DISTINGUISHABLE, **judged,
+                text=f"The residual nets do not degrade: ResNet-{hi} "
                 f"{_f(r_hi)} vs ResNet-{lo} {_f(r_lo)} training error (within the noise, "
                 f"{_f(margin)}, or lower); ResNet-{hi} is {_f(p_hi - r_hi)} below plain-{hi}.")
     else:
-        out.key(verdict="higher", **judged, text=f"The residual nets also degrade in this budget: ResNet-"
+        out.key(verdict="higher", **judged,
+                text=f"The residual nets also degrade in this budget: ResNet-"
                 f"{hi} {_f(r_hi)} vs ResNet-{lo} {_f(r_lo)} training error"
                 f"{f', though {_f(p_hi - r_hi)} below plain-{hi}' if r_hi < p_hi else ''}.")
     return out

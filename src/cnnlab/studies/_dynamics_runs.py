@@ -2,7 +2,8 @@
 
 Each run trains with the engine into ``<out>/runs/<key>`` through the study's run store
 (:meth:`cnnlab.studies.store.RunStore.train`: a finished run is read back, an interrupted one
-resumes from its checkpoint, a folder started for another setting is refused), with the study's recorders
+resumes from its checkpoint, a folder started for another setting is refused), with the study's
+recorders
 (:mod:`cnnlab.studies._dynamics_measure`) as callbacks. The recorders' logs are read back from
 the run's final checkpoint, where the engine saves every callback's state: the same code path
 whether the run was trained now, resumed, or finished long ago.

@@ -48,7 +48,8 @@ def name(row: Mapping[str, Any]) -> str:
 # ------------------------------------------------------------------------------------ noise
 def accuracy_spread(rows: Sequence[Mapping[str, Any]]) -> Spread:
     """Pooled seed-to-seed std of test accuracy over every row trained with >= 2 seeds."""
-    ref = [r for r in rows if r["trained"] and r["seeds"] > 1 and r["test_accuracy_std"] is not None]
+    ref = [r for r in rows
+           if r["trained"] and r["seeds"] > 1 and r["test_accuracy_std"] is not None]
     dof = sum(r["seeds"] - 1 for r in ref)
     if not dof:
         return Spread(None, "every configuration was trained with one seed")

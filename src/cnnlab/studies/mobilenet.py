@@ -1,15 +1,16 @@
 """The MobileNet study: V1 vs V2 vs a conventional CNN (and a ResNet), width multiplier alpha and
 resolution multiplier rho, theory (MACs) against measured speed and accuracy, one report.
 
-``cnnlab study mobilenet`` (or :func:`run_study`) does, for one data set and budget (read this
-module top to bottom: budgets, plan, one run, the whole study, its declaration):
+``cnnlab study mobilenet`` (or :func:`run_study`) does, for one data set and budget (read
+this module top to bottom: budgets, plan, one run, the whole study, its declaration):
 
 1. **Plan** (:func:`plan_runs`): a conventional CNN, MobileNetV1, MobileNetV2 and a ResNet at
    alpha = 1; alpha in ``budget.alphas`` for V1 and V2; rho in ``budget.rhos`` for V1 and V2;
    each trained with ``seeds`` seeds; the reference configuration (alpha = rho = 1) of every
    family with at least ``budget.reference_seeds`` seeds, whose spread judges every accuracy
-   comparison (:mod:`cnnlab.studies._mobilenet_findings`). Conv MobileNet (full convolutions) is analysed and timed
-   but not trained: it is the reference of the depthwise-separable reduction.
+   comparison (:mod:`cnnlab.studies._mobilenet_findings`). Conv MobileNet (full convolutions)
+   is analysed and timed but not trained: it is the reference of the depthwise-separable
+   reduction.
 2. **Train** every run with the training engine, each in ``OUT/runs/<run id>/``: finished runs
    are reused, interrupted ones resumed, so re-running the command continues a study.
 3. **Count** parameters and MACs of every architecture with the analyzer at the input size it was
@@ -233,8 +234,6 @@ def _train_config(spec: RunSpec, cfg: StudyConfig, budget: Budget, device: str):
 
 def execute(session: runner.Session) -> base.Outcome:
     """The whole study in one session: train, count, time, compare, judge."""
-    import torch  # noqa: F401  (the study needs it; imported here so `study list` stays light)
-
     from cnnlab.data import resized_size
     from cnnlab.studies import _mobilenet_findings, _mobilenet_report, _mobilenet_theory
 

@@ -94,3 +94,13 @@ def test_figure_rejects_non_png(tmp_path):
     bad.write_text("not a png")
     with pytest.raises(ValueError, match="not a PNG"):
         Report(tmp_path / "r", "t").figure(bad, "x", "y")
+
+
+def test_markdown_table_escapes_once_and_analysis_uses_it():
+    from cnnlab.report import csv_text, markdown_table
+
+    lines = markdown_table(["a|b", "c"], [["x|y", "two\nlines"]])
+    assert lines == ["| a\\|b | c |", "|---|---|", "| x\\|y | two lines |"]
+    # NaN becomes an empty cell (JSON null), columns are the union of the rows' keys
+    text = csv_text([{"a": 1.5}, {"b": float("nan"), "a": 2}])
+    assert list(csv.reader(text.splitlines())) == [["a", "b"], ["1.5", ""], ["2", ""]]

@@ -17,15 +17,16 @@ from torch import nn
 from cnnlab import models
 from cnnlab.cli import main
 from cnnlab.errors import UserError
-from cnnlab.studies import _mobilenet_report
-from cnnlab.studies.mobilenet import BUDGETS, StudyConfig, plan_runs, run_study
+from cnnlab.studies import _mobilenet_findings, runner
+from cnnlab.studies.mobilenet import BUDGETS, STUDY, StudyConfig, plan_runs, run_study
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """Two MobileNets at alpha 1 and 0.5 plus the timed-only Conv MobileNet: 4 short runs."""
+    """Two MobileNets at alpha 1 and 0.5 plus the timed-only Conv MobileNet: 4 short runs, and
+    a second seed of each alpha = 1 run (the noise): 6."""
     if not FMNIST.exists():
         pytest.fail(f"{FMNIST} is missing: scripts/test installs the Debian package "
                     "dataset-fashion-mnist (apt-get install dataset-fashion-mnist)")
@@ -33,7 +34,7 @@ def study(tmp_path_factory):
     torch.set_num_threads(1)
     cfg = StudyConfig(out=str(out), subset=120, epochs=1, roles=("v1", "v2", "conv_v1"),
                       alphas=(1.0, 0.5), rhos=(1.0,), speed_seconds=0.05, quiet=True,
-                      device="cpu")
+                      device="cpu", reference_seeds=2)
     return cfg, run_study(cfg)
 
 
@@ -148,7 +149,7 @@ def test_rerun_reuses_finished_runs(study):
     ckpts = sorted(Path(cfg.out, "runs").glob("*/checkpoint.pt"))
     stamps = [p.stat().st_mtime_ns for p in ckpts]
     again = run_study(cfg)
-    assert again.trained_now == 0 and again.reused == first.trained_now + first.reused == 4
+    assert again.trained_now == 0 and again.reused == first.trained_now + first.reused == 6
     assert [p.stat().st_mtime_ns for p in ckpts] == stamps
     assert [r["test_accuracy"] for r in again.rows] == [r["test_accuracy"] for r in first.rows]
 
@@ -167,8 +168,9 @@ def test_plan_covers_the_issue_runs():
     for role in ("v1", "v2"):
         assert {a for r, a, rho in trained if r == role and rho == 1} == {1, 0.75, 0.5, 0.25}
         assert {rho for r, a, rho in trained if r == role and a == 1} == {1, 0.875, 0.75, 0.5}
-    assert len([s for s in specs if s.seed is not None]) == 2 * len(trained)
-    assert len({s.run_id for s in specs if s.seed is not None}) == 2 * len(trained)
+    # two seeds of everything, a third of the four reference runs (alpha = rho = 1)
+    assert len([s for s in specs if s.seed is not None]) == 2 * len(trained) + 4
+    assert len({s.run_id for s in specs if s.seed is not None}) == 2 * len(trained) + 4
 
 
 def test_frontier_and_scaling_sentences():
@@ -180,18 +182,18 @@ def test_frontier_and_scaling_sentences():
         {"label": "C", "width": 1.0, "resolution": 1.0, "input": "1x28x28", "macs": 40,
          "test_accuracy": 0.9},
     ]
-    assert [r["label"] for r in _mobilenet_report._frontier(rows, "macs")] == ["A", "C"]
+    assert [r["label"] for r in _mobilenet_findings.frontier(rows, "macs")] == ["A", "C"]
     entry = {"width": 0.5, "macs_ratio": 0.26, "predicted_ratio": 0.25,
              "pointwise_macs_ratio": 0.25, "cpu_latency_ratio": 0.6,
              "cpu_throughput_time_ratio": 0.3}
-    text = _mobilenet_report._scaling_sentence(entry, "width", "MobileNetV1", "cpu")
+    text = _mobilenet_findings._scaling_sentence(entry, "width", "MobileNetV1", "cpu")
     assert "0.260x the MACs" in text and "much less than the MACs" in text
     assert "exactly alpha^2" in text and "rounded" not in text
-    rounded = _mobilenet_report._scaling_sentence({**entry, "pointwise_macs_ratio": 0.3},
+    rounded = _mobilenet_findings._scaling_sentence({**entry, "pointwise_macs_ratio": 0.3},
                                                   "width", "MobileNetV2", "cpu")
     assert "rounded to multiples of 8" in rounded
     entry["cpu_latency_ratio"] = 0.27
-    assert "follows the MACs closely" in _mobilenet_report._scaling_sentence(
+    assert "follows the MACs closely" in _mobilenet_findings._scaling_sentence(
         entry, "width", "MobileNetV1", "cpu")
 
 
@@ -209,5 +211,5 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys, argv, needle):
 
 def test_budget_names_are_checked():
     with pytest.raises(UserError, match="unknown budget 'huge'"):
-        StudyConfig(budget="huge").validate()
+        runner.validate(STUDY, StudyConfig(budget="huge"))
     assert math.isclose(BUDGETS["quick"].alphas[-1], 0.25)

@@ -231,9 +231,9 @@ class Analysis:
 
     def to_markdown(self) -> str:
         """A GitHub-flavoured Markdown table, the totals and the footnotes."""
-        lines = ["| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
-        for row in self.layers:
-            lines.append("| " + " | ".join(display_cells(row)) + " |")
+        from cnnlab.report import markdown_table  # the report's renderer: escaping done once
+
+        lines = markdown_table(TABLE_HEADER, [display_cells(row) for row in self.layers])
         lines.append("")
         lines.extend(f"- {line}" for line in self.summary_lines() + self.footnotes())
         return "\n".join(lines) + "\n"

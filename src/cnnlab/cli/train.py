@@ -45,6 +45,7 @@ def _model_kw(text: str) -> tuple[str, object]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from cnnlab.data import DATASETS
     from cnnlab.engine.config import OPTIMIZERS, SCHEDULES, TrainConfig
 
     d = TrainConfig()
@@ -57,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         argument_default=argparse.SUPPRESS)
     g = p.add_argument_group("what to train")
     g.add_argument("--model", help="registered model name, e.g. simple_cnn, mobilenet_v2_cifar")
-    g.add_argument("--dataset", choices=("cifar10", "fashion-mnist"))
+    g.add_argument("--dataset", choices=DATASETS)
     g.add_argument("--width", type=float, help=f"width multiplier alpha (default {d.width})")
     g.add_argument("--resolution", type=float,
                    help=f"resolution multiplier rho: inputs resized to rho x native size "

@@ -8,8 +8,6 @@ matplotlib's object API (no pyplot state, no display needed).
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,13 +22,11 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_acc
 
 
 def write_csv(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> None:
-    """A CSV table of ``rows`` (missing values empty), written atomically."""
-    buf = io.StringIO(newline="")
-    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in columns})
-    atomic_write(path, buf.getvalue())
+    """A CSV table of ``rows`` (missing or non-finite values empty), written atomically by the
+    report's one CSV writer."""
+    from cnnlab.report import write_csv as _write_csv
+
+    _write_csv(path, rows, columns)
 
 
 def write_predictions(path: Path, labels, logits) -> None:
@@ -39,9 +35,8 @@ def write_predictions(path: Path, labels, logits) -> None:
     import torch
 
     probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez_compressed(tmp, labels=labels.cpu().numpy().astype(np.int64), probs=probs)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: np.savez_compressed(
+        f, labels=labels.cpu().numpy().astype(np.int64), probs=probs))
 
 
 def plot_curves(history: Sequence[dict], out_dir: Path) -> list[Path]:

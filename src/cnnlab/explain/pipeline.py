@@ -189,7 +189,6 @@ def _slug(source: str) -> str:
 def run(opts: ExplainOptions) -> int:
     """Explain (or, with ``opts.action == "sanity"``, sanity-check) a run's decisions; writes
     the pictures and ``explain.json`` / ``sanity.json`` into ``opts.out``. Returns 0."""
-    import torch
 
     from cnnlab._io import check_output_dir, locked_output_dir
     from cnnlab._numbers import check_number

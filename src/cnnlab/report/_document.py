@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import base64
-import csv
 import html
-import io
 import math
 import os
 import re
@@ -15,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab._io import atomic_write
-from cnnlab._json import json_safe, write_json
+from cnnlab._json import write_json
+from cnnlab.report._table import markdown_table, write_csv
 
 # A column: (key in the row dict, header text, formatter or None for fmt_num).
 Column = tuple[str, str, Callable[[Any], str] | None]
@@ -145,11 +144,7 @@ class Report:
             elif b.kind == "table":
                 if d["caption"]:
                     lines += [f"*{d['caption']}*", ""]
-                esc = [[c.replace("|", "\\|") for c in row] for row in [d["header"], *d["body"]]]
-                lines.append("| " + " | ".join(esc[0]) + " |")
-                lines.append("|" + "|".join("---" for _ in esc[0]) + "|")
-                lines += ["| " + " | ".join(row) + " |" for row in esc[1:]]
-                lines.append("")
+                lines += [*markdown_table(d["header"], d["body"]), ""]
             elif b.kind == "figure":
                 rel = d["path"].relative_to(self.out_dir).as_posix()
                 lines += [f"![{d['caption']}]({rel})", "", f"*{d['caption']}*", ""]
@@ -216,15 +211,7 @@ def save_results(out_dir: str | os.PathLike, payload: Mapping[str, Any],
     out.mkdir(parents=True, exist_ok=True)
     jpath, cpath = out / "results.json", out / "results.csv"
     write_json(jpath, payload)
-    keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys]
-    buf = io.StringIO(newline="")
-    writer = csv.DictWriter(buf, fieldnames=keys)
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: json_safe(row.get(k)) for k in keys})
-    atomic_write(cpath, buf.getvalue())
+    write_csv(cpath, rows)
     return jpath, cpath
 
 

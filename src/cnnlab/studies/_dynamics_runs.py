@@ -1,8 +1,9 @@
 """The training runs of the dynamics study: one folder each, reused when finished, resumed when not.
 
-Each run trains with the engine into ``<out>/runs/<key>`` through
-:func:`cnnlab.studies._runs.train_or_reuse` (a finished run is read back, an interrupted one
-resumes from its checkpoint), with the study's recorders
+Each run trains with the engine into ``<out>/runs/<key>`` through the study's run store
+(:meth:`cnnlab.studies.store.RunStore.train`: a finished run is read back, an interrupted one
+resumes from its checkpoint, a folder started for another setting is refused), with the study's
+recorders
 (:mod:`cnnlab.studies._dynamics_measure`) as callbacks. The recorders' logs are read back from
 the run's final checkpoint, where the engine saves every callback's state: the same code path
 whether the run was trained now, resumed, or finished long ago.
@@ -10,10 +11,8 @@ whether the run was trained now, resumed, or finished long ago.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,8 +22,7 @@ from cnnlab import models
 from cnnlab.data import Dataset
 from cnnlab.engine import TrainConfig, derive_seed
 from cnnlab.engine import checkpoint as ckpt_io
-from cnnlab.engine import outputs as run_outputs
-from cnnlab.errors import DataError, UserError
+from cnnlab.errors import DataError
 from cnnlab.studies._dynamics_measure import (
     INIT_SCHEMES,
     FilterRecorder,
@@ -32,9 +30,7 @@ from cnnlab.studies._dynamics_measure import (
     TestErrorRecorder,
     reinit_,
 )
-from cnnlab.studies._runs import train_or_reuse
-
-SPEC_FILE = "study_run.json"  # the RunSpec, which the TrainConfig does not hold (the init)
+from cnnlab.studies.store import RunStore
 
 
 @dataclass(frozen=True)
@@ -119,28 +115,13 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _check_spec(spec: RunSpec, run_dir: Path) -> None:
-    """Refuse a folder started for another spec; remember the spec in a new one."""
-    path = run_dir / SPEC_FILE
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        diff = {k: (saved.get(k), v) for k, v in asdict(spec).items() if saved.get(k) != v}
-        if diff:
-            listed = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
-            raise UserError(f"{run_dir} holds a run of another study setting ({listed}); use "
-                            "another --out or delete that folder")
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        run_outputs.write_json(path, asdict(spec))
-
-
 def _every(spec: RunSpec, s: TrainSettings, n_train: int) -> int:
     """Record one step in this many, so that about ``log_points`` steps are recorded."""
     steps = max(1, n_train // min(s.batch_size, n_train)) * spec.epochs
     return max(1, steps // max(1, s.log_points))
 
 
-def execute(spec: RunSpec, s: TrainSettings, ds: Dataset, root: Path,
+def execute(spec: RunSpec, s: TrainSettings, ds: Dataset, store: RunStore,
             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train one run (or reuse / resume it) and return its outcome.
 
@@ -149,8 +130,7 @@ def execute(spec: RunSpec, s: TrainSettings, ds: Dataset, root: Path,
         "filters"}``: ``grad_norms`` is a :class:`GradNormRecorder` state, ``test_curve`` the
         :class:`TestErrorRecorder` rows, ``filters`` a :class:`FilterRecorder` state or None.
     """
-    run_dir = root / spec.key
-    _check_spec(spec, run_dir)
+    run_dir = store.run_dir(spec.key)
     n_train = s.subset if s.subset is not None else len(ds.train_labels)
     recorders = [GradNormRecorder(_every(spec, s, n_train)), TestErrorRecorder()]
     if spec.filters:
@@ -159,8 +139,8 @@ def execute(spec: RunSpec, s: TrainSettings, ds: Dataset, root: Path,
     if not finished:
         how = "resuming" if (run_dir / ckpt_io.CHECKPOINT).exists() else "training"
         log(f"{spec.key}: {how} {spec.label}, {plural(spec.epochs, 'epoch')}, lr {spec.lr}")
-    record = train_or_reuse(train_config(spec, s), run_dir, recorders,
-                            model=None if finished else build_model(spec, ds), dataset=ds)
+    record = store.train(spec.key, train_config(spec, s), recorders, spec=asdict(spec),
+                         model=lambda: build_model(spec, ds), dataset=ds)
     if record.reused:
         log(f"{spec.key}: finished earlier, reused")
     # the final checkpoint holds every callback's state at the end of the last epoch

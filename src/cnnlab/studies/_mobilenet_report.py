@@ -1,10 +1,9 @@
-"""Plots, generated interpretation and the report files of the MobileNet study."""
+"""Plots, tables and the report sections of the MobileNet study (its findings are in
+:mod:`cnnlab.studies._mobilenet_findings`)."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import matplotlib
@@ -12,181 +11,20 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from cnnlab.report import Report, fmt_num, save_results
-from cnnlab.studies.mobilenet import ROLES
+from cnnlab.report import Report, fmt_num
+from cnnlab.studies._mobilenet_findings import DEV_NAME as _DEV_NAME
+from cnnlab.studies._mobilenet_findings import mmacs as _mmacs
+from cnnlab.studies._mobilenet_findings import pct as _pct
 
 _ROLE_STYLE = {  # role -> (colour, marker)
     "conventional": ("#6e6e6e", "s"), "v1": ("#1f77b4", "o"), "v2": ("#d62728", "^"),
     "resnet": ("#2ca02c", "D"), "conv_v1": ("#9467bd", "P"),
 }
-_DEV_NAME = {"cpu": "CPU", "cuda": "GPU"}
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
-
-
+# --------------------------------------------------------------------------------- plots
 def _ratio(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
-def _mmacs(x: float | None) -> str:
-    return "-" if x is None else f"{x / 1e6:.1f}M"
-
-
-def _name(row: Mapping[str, Any]) -> str:
-    """E.g. "MobileNetV2 a=0.5" or "MobileNetV1 rho=0.75 (21 px)"."""
-    label = row["label"]
-    if row["width"] != 1.0:
-        label += f" a={row['width']:g}"
-    if row["resolution"] != 1.0:
-        label += f" rho={row['resolution']:g} ({row['input'].split('x')[-1]} px)"
-    return label
-
-
-# --------------------------------------------------------------------------- interpretation
-def _frontier(rows: Sequence[Mapping[str, Any]], cost: str) -> list[Mapping[str, Any]]:
-    """Rows that no cheaper row beats in accuracy (the Pareto front), cheapest first."""
-    front, best = [], -math.inf
-    for r in sorted((r for r in rows if r.get(cost) is not None), key=lambda r: r[cost]):
-        if r["test_accuracy"] > best:
-            front.append(r)
-            best = r["test_accuracy"]
-    return front
-
-
-def _budget_sentences(rows, cost: str, unit: str, fmt) -> list[str]:
-    front = _frontier(rows, cost)
-    if not front:
-        return []
-    parts = []
-    for i, r in enumerate(front):
-        upper = f"below {fmt(front[i + 1][cost])}" if i + 1 < len(front) else "and above"
-        parts.append(f"{fmt(r[cost])} {upper}: {_name(r)} ({_pct(r['test_accuracy'])})")
-    return [f"Best accuracy for a given {unit} (Pareto front, cheapest first): " + "; ".join(parts)
-            + "."]
-
-
-def _scaling_sentence(entry: Mapping[str, Any], axis: str, role_label: str, dev: str) -> str | None:
-    lat = entry.get(f"{dev}_latency_ratio")
-    thr = entry.get(f"{dev}_throughput_time_ratio")
-    macs = entry["macs_ratio"]
-    if macs is None:
-        return None
-    sym = "alpha" if axis == "width" else "rho"
-    text = (f"{role_label} at {sym}={entry[axis]:g}: the analyzer counts {macs:.3f}x the MACs of "
-            f"{sym}=1 ({sym}^2 = {entry['predicted_ratio']:.3f}")
-    if axis == "width":
-        pw = entry.get("pointwise_macs_ratio")
-        if pw is not None:
-            rounded = abs(pw - entry["predicted_ratio"]) > 0.01 * entry["predicted_ratio"]
-            text += (f"; the 1x1 layers alone {pw:.3f}x, above alpha^2 because channel counts "
-                     "are rounded to multiples of 8" if rounded else
-                     f"; the 1x1 layers alone {pw:.3f}x, exactly alpha^2")
-        if macs > entry["predicted_ratio"] * 1.02:
-            text += ("; the network as a whole is above alpha^2 because depthwise layers, the "
-                     "stem and the classifier scale only with alpha")
-    else:
-        eff = entry.get("effective_rho2")
-        if eff is not None and abs(eff - entry["predicted_ratio"]) > 1e-9:
-            text += f"; with the input side rounded to {entry['input_side']} px, {eff:.3f}"
-    text += ")"
-    if lat is not None:
-        text += f". Measured on the {_DEV_NAME[dev]}: batch-1 latency {lat:.3f}x"
-        if thr is not None:
-            text += f", time per image at large batch {thr:.3f}x"
-        if lat > 1.5 * macs:
-            text += (". Latency falls much less than the MACs: each layer has a fixed cost "
-                     "(operator dispatch, memory traffic of depthwise and activation tensors) "
-                     "that does not shrink with the channel count or the map size")
-        elif lat < 0.67 * macs:
-            text += ". Latency falls faster than the MACs (smaller tensors fit in cache)"
-        else:
-            text += ". Latency follows the MACs closely"
-    return text + "."
-
-
-def interpret(result: Any, device: str) -> list[str]:
-    """Sentences generated from the numbers: winners per budget, theory vs measurement."""
-    rows = result.rows
-    theory = result.theory
-    trained = [r for r in rows if r["trained"] and r["test_accuracy"] is not None]
-    out: list[str] = []
-    if trained:
-        best = max(trained, key=lambda r: r["test_accuracy"])
-        std = f" +- {100 * best['test_accuracy_std']:.1f}" if best["seeds"] > 1 else ""
-        out.append(f"Highest test accuracy: {_name(best)}, {_pct(best['test_accuracy'])}{std} "
-                   f"(over {best['seeds']} seed(s)), with {_mmacs(best['macs'])} MACs and "
-                   f"{fmt_num(best['params'])} parameters.")
-        out += _budget_sentences(trained, "macs", "number of MACs", _mmacs)
-        for dev in ("cpu", "cuda"):
-            key = f"{dev}_latency_ms"
-            if any(r[key] is not None for r in trained):
-                out += _budget_sentences(trained, key, f"{_DEV_NAME[dev]} batch-1 latency",
-                                         lambda v: f"{v:.2f} ms")
-    dev_order = ["cuda", "cpu"] if device == "cuda" else ["cpu"]
-    for axis, key in (("width", "alpha"), ("resolution", "rho")):
-        for role, label in (("v1", "MobileNetV1"), ("v2", "MobileNetV2")):
-            line = theory[key].get(role) or []
-            if len(line) > 1:
-                smallest = line[-1]
-                for dev in dev_order:
-                    s = _scaling_sentence(smallest, axis, label, dev)
-                    if s:
-                        out.append(s)
-    sep = theory.get("separable")
-    if sep and sep["layers"]:
-        worst = max(abs(t["ratio"] - t["predicted_ratio"]) for t in sep["layers"])
-        text = (f"Depthwise separable vs full 3x3 convolutions, layer by layer: the counted cost "
-                f"ratio equals 1/N + 1/Dk^2 within {worst:.1e} in all {len(sep['layers'])} "
-                f"layers; the whole MobileNetV1 needs {sep['network_macs_ratio']:.3f}x the MACs of "
-                f"Conv MobileNet (paper, 224x224: {sep['paper_224_macs_ratio']:.3f})")
-        lat = sep.get("cpu_latency_ratio")
-        if lat is not None:
-            text += f" and measures {lat:.3f}x its CPU batch-1 latency"
-            if lat > 2 * sep["network_macs_ratio"]:
-                text += (", a much smaller saving than the MACs promise: depthwise convolutions "
-                         "do little arithmetic per byte moved, so they run far below the "
-                         "processor's peak")
-        cuda = sep.get("cuda_latency_ratio")
-        if cuda is not None:
-            text += f"; on the GPU {cuda:.3f}x"
-        out.append(text + ".")
-    for role, label in (("v1", "MobileNetV1"), ("v2", "MobileNetV2")):
-        share = theory["share_1x1"].get(role)
-        if share and share["macs"] is not None:
-            text = (f"{label}: {share['macs']:.1%} of the conv/linear MACs and "
-                    f"{share['params']:.1%} of their weights are in 1x1 convolutions")
-            if role == "v1":
-                text += (f" (paper, 224x224: {theory['paper_share_1x1']['macs']:.2%} of the "
-                         f"Mult-Adds and {theory['paper_share_1x1']['params']:.2%} of the "
-                         "parameters; its parameter share is lower because its 1000-class "
-                         "fully connected layer holds a quarter of the weights, where ours has "
-                         f"{theory['num_classes']} outputs)")
-            out.append(text + ".")
-    vr = theory.get("v2_vs_resnet")
-    if vr and vr["macs_ratio"]:
-        text = f"ResNet-18 has {vr['macs_ratio']:.1f}x the MACs of MobileNetV2"
-        for dev in ("cpu", "cuda"):
-            lat = vr.get(f"{dev}_latency_ratio")
-            if lat is None:
-                continue
-            faster = "MobileNetV2 is faster" if lat > 1.05 else (
-                "MobileNetV2 is not faster" if lat < 0.95 else "they take about the same time")
-            text += (f"; on the {_DEV_NAME[dev]} its batch-1 latency is {lat:.2f}x MobileNetV2's "
-                     f"({faster})")
-            thr = vr.get(f"{dev}_throughput_ratio")
-            if thr is not None:
-                text += f", and MobileNetV2's large-batch throughput is {thr:.2f}x ResNet-18's"
-        if vr.get("cuda_latency_ratio") is not None and vr["cuda_latency_ratio"] < vr["macs_ratio"] / 2:
-            text += (". On the GPU the MACs barely matter: dense 3x3 convolutions run near the "
-                     "tensor cores' peak while depthwise layers are memory-bound, and at batch "
-                     "1 kernel launches dominate")
-        out.append(text + ".")
-    return out
-
-
-# --------------------------------------------------------------------------------- plots
 def _scatter(ax, rows, xkey: str, xlabel: str) -> None:
     """One marker per architecture (open for the rho sweep); each sweep joined to its
     alpha = rho = 1 point (solid: alpha, dashed: rho); alpha/rho tags beside the markers."""
@@ -210,7 +48,7 @@ def _scatter(ax, rows, xkey: str, xlabel: str) -> None:
             if tag:
                 ax.annotate(tag, (r[xkey], 100 * r["test_accuracy"]), fontsize=7,
                             xytext=(4, 3), textcoords="offset points", color=colour)
-        ax.plot([], [], marker, color=colour, label=ROLES[role].label)
+        ax.plot([], [], marker, color=colour, label=pts[0]["label"])
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
@@ -225,7 +63,8 @@ def _plot_accuracy(rows, key: str, xlabel: str, title: str):
     return fig
 
 
-def _plot_sweep(theory: Mapping[str, Any], key: str, axis: str, symbol: str):
+def _plot_sweep(theory: Mapping[str, Any], key: str, axis: str, symbol: str,
+                labels: Mapping[str, str]):
     roles = [r for r in ("v1", "v2") if len(theory[key].get(r) or []) > 1]
     fig, axes = plt.subplots(1, max(len(roles), 1), figsize=(6.2 * max(len(roles), 1), 4.6),
                              squeeze=False)
@@ -246,7 +85,7 @@ def _plot_sweep(theory: Mapping[str, Any], key: str, axis: str, symbol: str):
             thr = [e[f"{dev}_throughput_time_ratio"] for e in line]
             if all(v is not None for v in thr):
                 ax.plot(xs, thr, "d:", color=colour, label=f"{_DEV_NAME[dev]} time/image, large batch")
-        ax.set_title(f"{ROLES[role].label}: cost vs {symbol} (relative to {symbol} = 1)")
+        ax.set_title(f"{labels[role]}: cost vs {symbol} (relative to {symbol} = 1)")
         ax.set_xlabel(symbol)
         ax.set_ylabel("ratio to " + symbol + " = 1")
         ax.set_ylim(0, 1.15 * max([1.0] + [v for e in line for v in (
@@ -301,16 +140,12 @@ def _plot_kinds(rows, counts_by_arch):
 
 
 # --------------------------------------------------------------------------------- the report
-def write(result: Any, study: Mapping[str, Any], records: Mapping[str, Any]) -> dict[str, Path]:
-    out: Path = result.out
+def layout(rep: Report, result: Any, study: Mapping[str, Any], counts: Mapping[str, Any],
+           records: Mapping[str, Any], labels: Mapping[str, str]) -> None:
+    """The study's sections of the report (the framework adds title, budget, findings and
+    environment)."""
     rows, theory = result.rows, result.theory
-    counts = study.get("_counts")  # not serialised
-    rep = Report(out, f"MobileNet study on {study['config']['dataset']}")
     b = study["budget"]
-    rep.section("Findings")
-    rep.text("Generated from the measurements below; nothing here is written in advance.")
-    rep.bullets(result.interpretation)
-
     rep.section("Set-up")
     env = result.environment
     rep.bullets([
@@ -329,7 +164,7 @@ def write(result: Any, study: Mapping[str, Any], records: Mapping[str, Any]) -> 
         "about half their CPU speed; see cnnlab._malloc).",
         f"{len(records)} training runs, {sum(r.metrics['train_time_s'] for r in records.values()):.0f} s "
         f"of training in all; {result.trained_now} trained now, {result.reused} reused from an "
-        f"earlier invocation; this invocation took {study['elapsed_s']:.0f} s.",
+        "earlier invocation.",
         "MACs are the analyzer's conv + linear multiply-accumulates for one image (the papers' "
         "Mult-Adds); FLOPs = 2 x MACs.",
     ])
@@ -371,7 +206,7 @@ def write(result: Any, study: Mapping[str, Any], records: Mapping[str, Any]) -> 
         table = []
         for role, line in theory[key].items():
             for e in line:
-                table.append({**e, "label": ROLES[role].label})
+                table.append({**e, "label": labels[role]})
         cols = [("label", "model", lambda v: v), (axis, symbol, lambda v: f"{v:g}")]
         if axis == "resolution":
             cols.append(("input_side", "side px", lambda v: str(v)))
@@ -389,7 +224,7 @@ def write(result: Any, study: Mapping[str, Any], records: Mapping[str, Any]) -> 
                      ("cuda_throughput_time_ratio", "GPU time/img ratio", _ratio)]
         cols.append(("test_accuracy", "test acc", _pct))
         rep.table(table, cols, caption=f"Ratios to {symbol} = 1 of the same network.")
-        rep.figure(_plot_sweep(theory, key, axis, symbol), f"{key}_sweep",
+        rep.figure(_plot_sweep(theory, key, axis, symbol, labels), f"{key}_sweep",
                    f"MACs and measured time against {symbol}, with the {symbol}^2 prediction.")
 
     sep = theory.get("separable")
@@ -418,21 +253,5 @@ def write(result: Any, study: Mapping[str, Any], records: Mapping[str, Any]) -> 
                "Training (solid) and validation (dashed) loss and accuracy of the alpha = rho = 1 "
                "runs, first seed.")
 
-    rep.section("Environment")
-    rep.code("\n".join(f"{k}: {v}" for k, v in env.items()))
     rep.text("Each run's folder under `runs/` holds its config, metrics, history, learning "
-             "curves, confusion matrix and checkpoints; `speed/` holds the raw timings.")
-
-    payload = {
-        "study": {k: v for k, v in study.items() if not k.startswith("_")},
-        "environment": env, "interpretation": result.interpretation, "rows": rows,
-        "theory": theory,
-        "runs": [{"run_id": k, "test_accuracy": v.metrics["test_accuracy"],
-                  "best_val_accuracy": v.metrics.get("best_val_accuracy"),
-                  "train_time_s": v.metrics["train_time_s"],
-                  "images_per_s": v.metrics["images_per_s"], "reused": v.reused,
-                  "history": v.metrics["history"]} for k, v in records.items()],
-    }
-    jpath, cpath = save_results(out, payload, rows)
-    md, html = rep.write()
-    return {"html": html, "markdown": md, "json": jpath, "csv": cpath}
+             "curves, confusion matrix and checkpoints; `runs/speed/` holds the raw timings.")

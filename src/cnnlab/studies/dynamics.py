@@ -21,14 +21,17 @@ Every number in the report's text is computed from the measurements of that invo
 measurement contradicts the textbook expectation, the text says so.
 
 Training runs go to ``DIR/runs/<key>/`` (one engine run folder each): re-running the same command
-reuses finished runs and resumes interrupted ones (:mod:`cnnlab.studies._runs`). The budgets
+reuses finished runs and resumes interrupted ones (:mod:`cnnlab.studies.store`). The budgets
 (:data:`BUDGETS`) differ only in sizes; ``standard`` is meant for a GPU and runs the same code.
+The smallest degradation depth is trained with ``budget.noise_seeds`` seeds: their spread is the
+noise every training-error comparison is judged against.
+
+Read top to bottom: budgets, plan, section 1's measurement, ``execute`` (the whole study),
+``STUDY`` (its declaration for the framework, :mod:`cnnlab.studies.runner`).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -37,10 +40,8 @@ from typing import Any
 
 import torch
 
-from cnnlab._io import output_dir
-from cnnlab.cli import add_threads_option, apply_threads
-from cnnlab.engine.outputs import write_json
-from cnnlab.errors import UserError
+from cnnlab.data import DATASETS
+from cnnlab.studies import base, runner
 from cnnlab.studies._dynamics_measure import (
     INIT_SCHEMES,
     ConvStack,
@@ -56,20 +57,21 @@ from cnnlab.studies._dynamics_measure import (
     theory_std,
     weighted_layers,
 )
-from cnnlab.studies._dynamics_runs import RunSpec, TrainSettings, execute
+from cnnlab.studies._dynamics_runs import RunSpec, TrainSettings
+from cnnlab.studies._dynamics_runs import execute as execute_run
 
 __all__ = [
     "BUDGETS", "INIT_SCHEMES", "Budget", "ConvStack", "FilterRecorder", "GradNormRecorder",
-    "LayerStats", "RunSpec", "TestErrorRecorder", "add_arguments", "fans", "filter_distance",
-    "init_variance", "layer_stats", "measure_init", "plan_runs", "reinit_", "run_from_args",
-    "run_study", "theory_std", "weighted_layers",
+    "LayerStats", "RunSpec", "STUDY", "TestErrorRecorder", "fans", "filter_distance",
+    "init_variance", "layer_stats", "measure_init", "plan_runs", "reinit_", "run_study",
+    "theory_std", "weighted_layers",
 ]
 
 TITLE = "Training dynamics: initialisation, symmetry, vanishing gradients, degradation"
 
 
 @dataclass(frozen=True)
-class Budget:
+class Budget(base.Budget):
     """The sizes of one study invocation (every section runs in every budget).
 
     Attributes:
@@ -86,10 +88,11 @@ class Budget:
         depths, epochs: section 4's plain and residual depths (6n+2) and epochs; the deepest
             pair is also section 3's plain-vs-residual comparison.
         seeds: training seeds per degradation model (the findings use their mean).
+        noise_seeds: seeds of the smallest depth's plain and residual nets (>= seeds): their
+            spread is the noise of every training-error comparison.
         log_points: about this many recorded steps per run (gradient norms, filters).
     """
 
-    name: str
     init_depth: int
     init_width: int
     init_batch: int
@@ -104,6 +107,7 @@ class Budget:
     depths: tuple[int, ...]
     epochs: int
     seeds: int = 1
+    noise_seeds: int = 3
     log_points: int = 200
 
 
@@ -113,18 +117,27 @@ BUDGETS: dict[str, Budget] = {
     "smoke": Budget(
         "smoke", init_depth=20, init_width=64, init_batch=4, init_nets=4, subset=600,
         resolution=0.5, batch_size=100, sym_depth=8, sym_epochs=1, flow_depth=8, flow_epochs=1,
-        depths=(8, 14), epochs=1, log_points=20),
+        depths=(8, 14), epochs=1, log_points=20,
+        description="a pipeline check: sections 2-4 too short to show anything",
+        cost="about 1 min, measured on 2 CPU cores (the test suite's run)"),
     # 2 CPU cores, <= 10 minutes: 5,000 Fashion-MNIST images at 14x14; the smallest setting in
     # which degradation showed in our trials (plain-8/20/32: 5 epochs)
     "quick": Budget(
         "quick", init_depth=30, init_width=64, init_batch=8, init_nets=4, subset=5000,
         resolution=0.5, batch_size=128, sym_depth=8, sym_epochs=3, flow_depth=20, flow_epochs=3,
-        depths=(8, 20, 32), epochs=5),
+        depths=(8, 20, 32), epochs=5,
+        description="5,000 Fashion-MNIST images at 14x14, depths 8/20/32, 5 epochs",
+        # 78 s for the 11 one-seed runs and section 1, measured (docs/dynamics-study-*, AMD
+        # EPYC, 2 cores); the 4 extra depth-8 seeds add about 4 x 3 s
+        cost="about 1.5 min (measured on 2 CPU cores, AMD EPYC, 2 torch threads)"),
     # one GPU: the whole training set at full resolution, He et al.'s depths up to 56, 2 seeds
     "standard": Budget(
         "standard", init_depth=50, init_width=128, init_batch=32, init_nets=8, subset=None,
         resolution=1.0, batch_size=128, sym_depth=20, sym_epochs=10, flow_depth=20,
-        flow_epochs=10, depths=(8, 20, 32, 44, 56), epochs=30, seeds=2, log_points=400),
+        flow_epochs=10, depths=(8, 20, 32, 44, 56), epochs=30, seeds=2, log_points=400,
+        description="for one GPU: the whole training set at full resolution, depths 8-56, "
+                    "2 seeds (3 at depth 8)",
+        cost="not measured on 2 CPU cores (many hours; meant for a GPU)"),
 }
 
 # learning rates: He et al. 2016's 0.1 with batch norm. Without batch norm the 20-layer plain
@@ -145,12 +158,18 @@ def plan_runs(budget: Budget) -> list[RunSpec]:
                      model="plain_cnn", depth=budget.flow_depth, norm="none", act=act, init="he",
                      lr=LR_NO_BN, epochs=budget.flow_epochs) for act in ("relu", "sigmoid")]
     for depth in budget.depths:
-        for model, family in (("plain_cnn", "plain"), ("resnet_cifar", "resnet")):
-            runs += [RunSpec(key=f"degradation-{family}-d{depth}-s{seed}", section="degradation",
-                             model=model, depth=depth, norm="bn", act="relu", init="default",
-                             lr=LR_BN, epochs=budget.epochs, seed=seed)
-                     for seed in range(budget.seeds)]
+        runs += _degradation(budget, depth, range(budget.seeds))
+    # the noise: more seeds of the reference (smallest) depth, after the planned ones
+    runs += _degradation(budget, min(budget.depths), range(budget.seeds, budget.noise_seeds))
     return runs
+
+
+def _degradation(budget: Budget, depth: int, seeds: range) -> list[RunSpec]:
+    return [RunSpec(key=f"degradation-{family}-d{depth}-s{seed}", section="degradation",
+                    model=model, depth=depth, norm="bn", act="relu", init="default",
+                    lr=LR_BN, epochs=budget.epochs, seed=seed)
+            for seed in seeds
+            for model, family in (("plain_cnn", "plain"), ("resnet_cifar", "resnet"))]
 
 
 # ------------------------------------------------------------------ 1. initialisation at depth
@@ -222,29 +241,59 @@ def measure_init(ds, budget: Budget, device: torch.device) -> dict[str, Any]:
     return {"settings": settings, "configs": configs}
 
 
-def _init_section(out: Path, ds, budget: Budget, device: torch.device,
-                  log: Callable[[str], None]) -> dict[str, Any]:
+def _init_section(session: runner.Session) -> dict[str, Any]:
     """Section 1, or its saved result when an earlier invocation measured the same settings."""
-    path = out / "runs" / "init-at-depth.json"
-    want = {"dataset": ds.name, "source": ds.source, "depth": budget.init_depth,
-            "width": budget.init_width, "batch": budget.init_batch,
-            "networks": budget.init_nets}
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        if saved.get("key") == want:
-            log("init-at-depth: measured earlier, reused")
-            return {**saved["result"], "reused": True}
-    log(f"init-at-depth: {budget.init_depth}-layer conv stack, width {budget.init_width}, "
-        f"{len(INIT_SECTION)} inits x batch norm off/on, {budget.init_nets} networks each")
-    t0 = time.perf_counter()
-    result = measure_init(ds, budget, device)
-    result["time_s"] = time.perf_counter() - t0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, {"key": want, "result": result})
-    return {**result, "reused": False}
+    ds, budget = session.dataset(), session.budget
+    settings = {"dataset": ds.name, "source": ds.source, "depth": budget.init_depth,
+                "width": budget.init_width, "batch": budget.init_batch,
+                "networks": budget.init_nets}
+
+    def measure() -> dict[str, Any]:
+        session.log(f"init-at-depth: {budget.init_depth}-layer conv stack, width "
+                    f"{budget.init_width}, {len(INIT_SECTION)} inits x batch norm off/on, "
+                    f"{budget.init_nets} networks each")
+        t0 = time.perf_counter()
+        result = measure_init(ds, budget, session.device)
+        result["time_s"] = time.perf_counter() - t0
+        return result
+
+    result, reused = session.store.measured("init-at-depth", settings, measure)
+    if reused:
+        session.log("init-at-depth: measured earlier, reused")
+    return {**result, "reused": reused}
 
 
 # --------------------------------------------------------------------------------- the study
+def execute(session: runner.Session) -> base.Outcome:
+    """Every section in one session: measure at init, train (or reuse) every run, judge."""
+    from cnnlab.studies import _dynamics_findings, _dynamics_report
+
+    budget: Budget = session.budget  # type: ignore[assignment]
+    opts = session.options
+    ds = session.dataset()
+    init = _init_section(session)
+    settings = TrainSettings(dataset=opts.dataset, data_dir=opts.data_dir, subset=budget.subset,
+                             resolution=budget.resolution, batch_size=budget.batch_size,
+                             log_points=budget.log_points, device=str(session.device))
+    specs = plan_runs(budget)
+    runs = []
+    for i, spec in enumerate(specs, 1):
+        session.log(f"[{i}/{len(specs)}] {spec.section}")
+        runs.append(execute_run(spec, settings, ds, session.store, session.log))
+
+    payload: dict[str, Any] = {
+        "study": "dynamics", "title": TITLE, "dataset": opts.dataset, "data_source": ds.source,
+        "num_classes": ds.num_classes, "budget": asdict(budget), "device": str(session.device),
+        "train_settings": asdict(settings), "init": init, "runs": runs,
+    }
+    by_section = _dynamics_findings.findings(payload)
+    return base.Outcome(
+        payload=payload, rows=_dynamics_report.result_rows(payload),
+        findings=[f for k in _dynamics_findings.SECTIONS for f in by_section[k]],
+        resolution=_dynamics_findings.resolution(payload),
+        layout=lambda rep: _dynamics_report.layout(rep, payload, by_section))
+
+
 def run_study(out: str | Path, *, dataset: str = "fashion-mnist", data_dir: str | None = None,
               budget: str | Budget = "quick", device: str = "auto",
               log: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -256,86 +305,19 @@ def run_study(out: str | Path, *, dataset: str = "fashion-mnist", data_dir: str 
         data_dir: where the data is (default: the search order of :mod:`cnnlab.data`).
         budget: a key of :data:`BUDGETS` or a :class:`Budget`.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        log: progress lines go here (default: print).
+        log: progress lines go here (default: stderr).
 
     Returns:
         The payload written to ``results.json``.
     """
-    from cnnlab.data import DATASETS, load_dataset
-    from cnnlab.engine import resolve_device
-    from cnnlab.provenance import environment
-    from cnnlab.report import save_results
-    from cnnlab.studies._dynamics_report import findings, result_rows, write_report
-
-    if isinstance(budget, str):
-        if budget not in BUDGETS:
-            raise UserError(f"unknown budget {budget!r}; expected one of {', '.join(BUDGETS)}")
-        budget = BUDGETS[budget]
-    if dataset not in DATASETS:
-        raise UserError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
-    say = log or (lambda line: print(f"dynamics: {line}", flush=True))
-    t0 = time.perf_counter()
-    dev = resolve_device(device)
-    out = output_dir(out, "--out", lock=True)  # the one opener: a file or /sys/x is one line
-    ds = load_dataset(dataset, data_dir=data_dir)
-
-    init = _init_section(out, ds, budget, dev, say)
-    settings = TrainSettings(dataset=dataset, data_dir=data_dir, subset=budget.subset,
-                             resolution=budget.resolution, batch_size=budget.batch_size,
-                             log_points=budget.log_points, device=str(dev))
-    specs = plan_runs(budget)
-    runs = []
-    for i, spec in enumerate(specs, 1):
-        say(f"[{i}/{len(specs)}] {spec.section}")
-        runs.append(execute(spec, settings, ds, out / "runs", say))
-
-    payload: dict[str, Any] = {
-        "study": "dynamics", "title": TITLE, "dataset": dataset, "data_source": ds.source,
-        "num_classes": ds.num_classes,
-        "budget": asdict(budget), "device": str(dev), "train_settings": asdict(settings),
-        "init": init, "runs": runs,
-        "environment": environment(dev),
-    }
-    payload["findings"] = findings(payload)
-    payload["wall_time_s"] = time.perf_counter() - t0
-    payload["runs_trained"] = sum(not r["reused"] for r in runs)
-    payload["runs_reused"] = sum(r["reused"] for r in runs)
-    write_report(out, payload)
-    save_results(out, payload, result_rows(payload))
-    say(f"report: {out / 'report.html'} ({payload['runs_trained']} runs trained, "
-        f"{payload['runs_reused']} reused, {payload['wall_time_s']:.0f} s)")
-    return payload
+    options = base.StudyOptions(dataset=dataset, data_dir=data_dir, budget=budget,
+                                device=device, out=str(out))
+    outcome, _ = runner.run(STUDY, options, log=log)
+    return outcome.payload
 
 
-# ------------------------------------------------------------------------------------- CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the options of ``cnnlab study dynamics`` to its sub-parser."""
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = (
-        "budgets:\n"
-        "  smoke     a pipeline check (about a minute on a CPU): sections 2-4 too short to show "
-        "anything\n"
-        "  quick     4-7 minutes on 2 busy CPU cores (--threads 1): 5,000 Fashion-MNIST images "
-        "at 14x14, depths 8/20/32\n"
-        "  standard  for one GPU: the whole training set at full resolution, depths 8-56, "
-        "2 seeds\n\n"
-        "Re-running the same command on the same --out reuses finished runs and resumes an "
-        "interrupted one.")
-    parser.add_argument("--dataset", choices=("fashion-mnist", "cifar10"),
-                        default="fashion-mnist", help="default fashion-mnist")
-    parser.add_argument("--data-dir", help="folder or archive with the data (default: "
-                        "$CNNLAB_DATA, ./data, ../shared/data, /usr/share/datasets/fashion-mnist)")
-    parser.add_argument("--budget", choices=tuple(BUDGETS), default="quick",
-                        help="how much to train (default quick)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="default auto (CUDA when available)")
-    add_threads_option(parser)
-    parser.add_argument("--out", required=True, help="study folder (report, results, runs/)")
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    """Run the study from parsed ``cnnlab study dynamics`` arguments; returns the exit status."""
-    apply_threads(args)
-    run_study(args.out, dataset=args.dataset, data_dir=args.data_dir, budget=args.budget,
-              device=args.device)
-    return 0
+STUDY = base.Study(
+    name="dynamics", title=TITLE,
+    summary="vanishing gradients, degradation, zero/Xavier/He initialisation and residual "
+            "connections, measured",
+    budgets=BUDGETS, datasets=DATASETS, execute=execute)

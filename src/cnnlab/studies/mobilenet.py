@@ -1,45 +1,44 @@
 """The MobileNet study: V1 vs V2 vs a conventional CNN (and a ResNet), width multiplier alpha and
 resolution multiplier rho, theory (MACs) against measured speed and accuracy, one report.
 
-``cnnlab study mobilenet`` (or :func:`run_study`) does, for one data set and budget:
+``cnnlab study mobilenet`` (or :func:`run_study`) does, for one data set and budget (read
+this module top to bottom: budgets, plan, one run, the whole study, its declaration):
 
 1. **Plan** (:func:`plan_runs`): a conventional CNN, MobileNetV1, MobileNetV2 and a ResNet at
    alpha = 1; alpha in ``budget.alphas`` for V1 and V2; rho in ``budget.rhos`` for V1 and V2;
-   each trained with ``seeds`` seeds. Conv MobileNet (full convolutions) is analysed and timed
-   but not trained: it is the reference of the depthwise-separable reduction.
+   each trained with ``seeds`` seeds; the reference configuration (alpha = rho = 1) of every
+   family with at least ``budget.reference_seeds`` seeds, whose spread judges every accuracy
+   comparison (:mod:`cnnlab.studies._mobilenet_findings`). Conv MobileNet (full convolutions)
+   is analysed and timed but not trained: it is the reference of the depthwise-separable
+   reduction.
 2. **Train** every run with the training engine, each in ``OUT/runs/<run id>/``: finished runs
    are reused, interrupted ones resumed, so re-running the command continues a study.
 3. **Count** parameters and MACs of every architecture with the analyzer at the input size it was
    trained at (:mod:`cnnlab.studies._mobilenet_theory` also splits MACs by convolution kind).
 4. **Measure** batch-1 latency and large-batch throughput of every architecture on the CPU, and
-   on the GPU when one is used (cached in ``OUT/speed/``).
+   on the GPU when one is used (cached in ``OUT/runs/speed/``), with the spread over repeats.
 5. **Compare** with theory: alpha^2, rho^2 and the depthwise-separable cost ratio
    1/N + 1/Dk^2 (Howard et al. 2017, Eq. 5) against the analyzer's counts and measured latency,
    and the share of MACs in 1x1 convolutions (the paper: about 95%).
-6. **Report** (:mod:`cnnlab.studies._mobilenet_report`): ``report.html`` (self-contained),
-   ``report.md``, ``results.json``, ``results.csv``, plots, and a written interpretation
-   generated from the numbers.
+6. **Judge and report**: findings as data (:mod:`cnnlab.studies._mobilenet_findings`), the
+   report's sections (:mod:`cnnlab.studies._mobilenet_report`); the framework
+   (:mod:`cnnlab.studies.runner`) writes ``report.html``, ``report.md``, ``results.json`` and
+   ``results.csv``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import statistics
-import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cnnlab import _malloc
-from cnnlab._io import output_dir
+from cnnlab.data import DATASETS
 from cnnlab.errors import UserError
-
-DATASETS = ("fashion-mnist", "cifar10")
-DEVICES = ("auto", "cpu", "cuda")
+from cnnlab.studies import base, runner
 
 
 @dataclass(frozen=True)
@@ -61,14 +60,15 @@ ROLES: dict[str, Arch] = {a.key: a for a in (
 
 
 @dataclass(frozen=True)
-class Budget:
+class Budget(base.Budget):
     """How much work a study does; every number here is a training or measurement setting.
 
     ``subset`` counts training images (None: the whole training set); ``trained`` lists the roles
-    trained at alpha = rho = 1, ``timed_only`` those only analysed and timed.
+    trained at alpha = rho = 1, ``timed_only`` those only analysed and timed;
+    ``reference_seeds`` is the least number of seeds of every family's alpha = rho = 1 run (the
+    noise every accuracy comparison is judged against).
     """
 
-    name: str
     epochs: int
     subset: int | None  # training images per run (stratified); the test set shrinks alike
     seeds: int  # default number of seeds per run (--seeds overrides)
@@ -83,7 +83,7 @@ class Budget:
     throughput_batch_cpu: int  # images per call for CPU throughput
     throughput_batch_cuda: int
     throughput_seconds: float
-    description: str
+    reference_seeds: int = 3
 
 
 _ALPHAS = (1.0, 0.75, 0.5, 0.25)
@@ -96,18 +96,24 @@ BUDGETS: dict[str, Budget] = {b.name: b for b in (
            alphas=_ALPHAS, rhos=_RHOS, trained=("conventional", "v1", "v2", "resnet"),
            timed_only=("conv_v1",), latency_repeats=20, latency_seconds=2.0,
            throughput_batch_cpu=64, throughput_batch_cuda=1024, throughput_seconds=3.0,
-           description="every run on 3,000 training images for 2 epochs (a CPU study: "
-                       "accuracies are far from converged)"),
+           description="every run on 3,000 training images for 2 epochs, the four reference "
+                       "runs with 3 seeds (a CPU study: accuracies are far from converged)",
+           # 354 s of training for the 16 one-seed runs, measured (docs/mobilenet-study-*,
+           # AMD EPYC, 2 cores); the 8 extra reference seeds add 2 x 126 s; timing <= 110 s
+           cost="about 12 min (from per-run times measured on 2 CPU cores, AMD EPYC)"),
     Budget("standard", epochs=15, subset=None, seeds=1, batch_size=256, lr=0.1,
            alphas=_ALPHAS, rhos=_RHOS, trained=("conventional", "v1", "v2", "resnet"),
            timed_only=("conv_v1",), latency_repeats=50, latency_seconds=5.0,
            throughput_batch_cpu=128, throughput_batch_cuda=1024, throughput_seconds=5.0,
-           description="the whole training set for 15 epochs, one seed (meant for a GPU)"),
+           description="the whole training set for 15 epochs, one seed, the reference runs "
+                       "with 3 (meant for a GPU)",
+           cost="not measured on 2 CPU cores (hours; meant for a GPU)"),
     Budget("full", epochs=30, subset=None, seeds=3, batch_size=512, lr=0.2,
            alphas=_ALPHAS, rhos=_RHOS, trained=("conventional", "v1", "v2", "resnet"),
            timed_only=("conv_v1",), latency_repeats=100, latency_seconds=10.0,
            throughput_batch_cpu=256, throughput_batch_cuda=1024, throughput_seconds=10.0,
-           description="the whole training set for 30 epochs, three seeds (meant for a GPU)"),
+           description="the whole training set for 30 epochs, three seeds (meant for a GPU)",
+           cost="not measured on 2 CPU cores (a day; meant for a GPU)"),
 )}
 
 
@@ -135,7 +141,8 @@ class RunSpec:
 
 
 def plan_runs(budget: Budget, seeds: int) -> list[RunSpec]:
-    """Every run of the study, baselines first (the order they are trained in)."""
+    """Every run of the study, baselines first (the order they are trained in), then the
+    reference seeds beyond ``seeds``, then the timed-only architectures."""
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
     specs: list[RunSpec] = []
@@ -144,38 +151,40 @@ def plan_runs(budget: Budget, seeds: int) -> list[RunSpec]:
         for role in ("v1", "v2"):
             specs += [RunSpec(role, a, 1.0, s, "alpha") for a in budget.alphas if a != 1.0]
             specs += [RunSpec(role, 1.0, r, s, "rho") for r in budget.rhos if r != 1.0]
+    for s in range(seeds, budget.reference_seeds):  # the noise: reference runs, more seeds
+        specs += [RunSpec(r, 1.0, 1.0, s, "baseline") for r in budget.trained]
     specs += [RunSpec(r, 1.0, 1.0, None, "baseline") for r in budget.timed_only]
     return specs
 
 
 @dataclass
-class StudyConfig:
-    """Settings of one study invocation (saved in results.json)."""
+class StudyConfig(base.StudyOptions):
+    """Settings of one study invocation (saved in results.json): the common options and these."""
 
-    dataset: str = "fashion-mnist"
-    data_dir: str | None = None
-    budget: str = "quick"
-    seeds: int | None = None  # None: the budget's default
-    device: str = "auto"
     out: str = "runs/study-mobilenet"
+    seeds: int | None = None  # None: the budget's default
     subset: int | None = None  # overrides the budget's subset (tests, quick looks)
     epochs: int | None = None  # overrides the budget's epochs
     roles: tuple[str, ...] | None = None  # restrict the trained roles (tests)
     alphas: tuple[float, ...] | None = None  # override the sweeps (tests)
     rhos: tuple[float, ...] | None = None
+    reference_seeds: int | None = None  # overrides the budget's (tests)
     measure_speed: bool = True
     speed_seconds: float | None = None  # caps each latency/throughput measurement (tests)
-    quiet: bool = False
 
-    def resolved_budget(self) -> Budget:
-        if self.budget not in BUDGETS:
-            raise UserError(f"unknown budget {self.budget!r}; choose from {', '.join(BUDGETS)}")
-        b = BUDGETS[self.budget]
+    def resolve_budget(self, b: Budget) -> Budget:
+        for flag, value, least in (("--seeds", self.seeds, 1), ("--subset", self.subset, 20),
+                                   ("--epochs", self.epochs, 1)):
+            if value is not None and value < least:
+                unit = " images" if flag == "--subset" else ""
+                raise UserError(f"{flag} must be at least {least}{unit}, got {value}")
         changes: dict[str, Any] = {}
         if self.subset is not None:
             changes["subset"] = self.subset
         if self.epochs is not None:
             changes["epochs"] = self.epochs
+        if self.reference_seeds is not None:
+            changes["reference_seeds"] = self.reference_seeds
         if self.roles is not None:
             unknown = [r for r in self.roles if r not in ROLES]
             if unknown:
@@ -196,20 +205,6 @@ class StudyConfig:
                 raise UserError(f"resolution multiplier rho must be in (0, 4], got {r}")
         return dataclasses.replace(b, **changes)
 
-    def validate(self) -> StudyConfig:
-        if self.dataset not in DATASETS:
-            raise UserError(f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
-        if self.device not in DEVICES and not self.device.startswith("cuda:"):
-            raise UserError(f"unknown device {self.device!r}; choose from {', '.join(DEVICES)}")
-        if self.seeds is not None and self.seeds < 1:
-            raise UserError(f"--seeds must be at least 1, got {self.seeds}")
-        if self.subset is not None and self.subset < 20:
-            raise UserError(f"--subset must be at least 20 images, got {self.subset}")
-        if self.epochs is not None and self.epochs < 1:
-            raise UserError(f"--epochs must be at least 1, got {self.epochs}")
-        self.resolved_budget()
-        return self
-
 
 @dataclass
 class StudyResult:
@@ -223,6 +218,7 @@ class StudyResult:
     files: dict[str, Path] = field(default_factory=dict)
     trained_now: int = 0
     reused: int = 0
+    findings: list[Any] = field(default_factory=list)  # the Finding objects behind interpretation
 
 
 def _train_config(spec: RunSpec, cfg: StudyConfig, budget: Budget, device: str):
@@ -236,35 +232,19 @@ def _train_config(spec: RunSpec, cfg: StudyConfig, budget: Budget, device: str):
     ).validate()
 
 
-def _log(cfg: StudyConfig, message: str) -> None:
-    if not cfg.quiet:
-        print(message, file=sys.stderr, flush=True)
+def execute(session: runner.Session) -> base.Outcome:
+    """The whole study in one session: train, count, time, compare, judge."""
+    from cnnlab.data import resized_size
+    from cnnlab.studies import _mobilenet_findings, _mobilenet_report, _mobilenet_theory
 
-
-def run_study(cfg: StudyConfig) -> StudyResult:
-    """Run (or continue) the study described by ``cfg`` and write its report.
-
-    Raises:
-        UserError: bad settings, missing data, or an output folder holding another study's runs.
-    """
-    import torch
-
-    from cnnlab.data import load_dataset, resized_size
-    from cnnlab.engine import resolve_device
-    from cnnlab.provenance import environment
-    from cnnlab.studies import _mobilenet_report, _mobilenet_theory
-    from cnnlab.studies._runs import train_or_reuse
-
-    cfg.validate()
+    cfg: StudyConfig = session.options  # type: ignore[assignment]
+    budget: Budget = session.budget  # type: ignore[assignment]
+    log, store, device = session.log, session.store, session.device
     _malloc.tune()  # comparable CPU timings: MobileNets lose about half their speed without it
-    budget = cfg.resolved_budget()
     seeds = cfg.seeds or budget.seeds
-    device = resolve_device(cfg.device)
-    out = output_dir(cfg.out, "--out", lock=True)  # the one opener: a file or /sys/x is one line
     specs = plan_runs(budget, seeds)
-    started = time.perf_counter()
 
-    ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir)
+    ds = session.dataset()  # loaded once, shared by every run
     native = tuple(ds.train_images.shape[1:3])
     in_chans, num_classes = ds.in_chans, ds.num_classes
 
@@ -272,13 +252,11 @@ def run_study(cfg: StudyConfig) -> StudyResult:
     records: dict[str, Any] = {}
     trained = [s for s in specs if s.seed is not None]
     for i, spec in enumerate(trained, 1):
-        _log(cfg, f"[{i}/{len(trained)}] {spec.run_id} ...")
-        t0 = time.perf_counter()
-        rec = train_or_reuse(_train_config(spec, cfg, budget, device.type),
-                             out / "runs" / spec.run_id, dataset=ds)  # loaded once, shared
+        log(f"[{i}/{len(trained)}] {spec.run_id} ...")
+        rec = store.train(spec.run_id, _train_config(spec, cfg, budget, device.type), dataset=ds)
         records[spec.run_id] = rec
-        what = "reused" if rec.reused else f"trained in {time.perf_counter() - t0:.0f} s"
-        _log(cfg, f"    test accuracy {rec.metrics['test_accuracy']:.4f} ({what})")
+        what = "reused" if rec.reused else f"trained in {rec.metrics['train_time_s']:.0f} s"
+        log(f"    test accuracy {rec.metrics['test_accuracy']:.4f} ({what})")
 
     # 2. count and time every architecture once
     archs: dict[str, RunSpec] = {}
@@ -294,11 +272,9 @@ def run_study(cfg: StudyConfig) -> StudyResult:
         counts[arch_id] = _mobilenet_theory.count(model, shape)
         counts[arch_id]["input_shape"] = list(shape)
         if cfg.measure_speed:
-            speeds[arch_id] = {
-                dev: _speed(model, shape, dev, budget, out / "speed" / f"{arch_id}-{dev}.json")
-                for dev in speed_devices
-            }
-            _log(cfg, f"timed {arch_id}: " + ", ".join(
+            speeds[arch_id] = {dev: _speed(store, model, shape, dev, budget, arch_id)
+                               for dev in speed_devices}
+            log(f"timed {arch_id}: " + ", ".join(
                 f"{d} {v['latency_ms']:.2f} ms" for d, v in speeds[arch_id].items()))
 
     # 3. one row per architecture: counts, speed, accuracy over seeds
@@ -306,21 +282,47 @@ def run_study(cfg: StudyConfig) -> StudyResult:
     for arch_id, spec in archs.items():
         runs = [records[s.run_id] for s in trained if s.arch_id == arch_id]
         rows.append(_row(spec, counts[arch_id], speeds.get(arch_id, {}), runs))
-
     theory = _mobilenet_theory.compare(rows, counts, num_classes)
-    env = environment(device)
-    env["torch_threads"] = torch.get_num_threads()
-    result = StudyResult(rows=rows, theory=theory, interpretation=[], environment=env, out=out,
+
+    # 4. judge: every accuracy comparison against the reference runs' seed-to-seed spread
+    spread = _mobilenet_findings.accuracy_spread(rows)
+    findings = _mobilenet_findings.findings(rows, theory, device.type, spread)
+    result = StudyResult(rows=rows, theory=theory, interpretation=[f.claim for f in findings],
+                         environment=session.environment, out=session.out,
                          trained_now=sum(not r.reused for r in records.values()),
-                         reused=sum(r.reused for r in records.values()))
-    result.interpretation = _mobilenet_report.interpret(result, device.type)
+                         reused=sum(r.reused for r in records.values()), findings=findings)
     study_info = {
         "config": dataclasses.asdict(cfg), "budget": dataclasses.asdict(budget), "seeds": seeds,
         "native_size": list(native), "in_chans": in_chans, "num_classes": num_classes,
-        "device": device.type, "elapsed_s": time.perf_counter() - started,
-        "_counts": counts,  # per-layer counts for the plots; not written to results.json
+        "device": device.type,
     }
-    result.files = _mobilenet_report.write(result, study_info, records)
+    payload = {
+        "title": f"MobileNet study on {cfg.dataset}", "study": study_info,
+        "interpretation": result.interpretation, "rows": rows, "theory": theory,
+        "runs": [{"run_id": k, "test_accuracy": v.metrics["test_accuracy"],
+                  "best_val_accuracy": v.metrics.get("best_val_accuracy"),
+                  "train_time_s": v.metrics["train_time_s"],
+                  "images_per_s": v.metrics["images_per_s"], "reused": v.reused,
+                  "history": v.metrics["history"]} for k, v in records.items()],
+    }
+    labels = {k: a.label for k, a in ROLES.items()}
+    return base.Outcome(
+        payload=payload, rows=rows, findings=findings,
+        resolution=_mobilenet_findings.resolution(rows, spread),
+        layout=lambda rep: _mobilenet_report.layout(rep, result, study_info, counts, records,
+                                                    labels),
+        result=result)
+
+
+def run_study(cfg: StudyConfig) -> StudyResult:
+    """Run (or continue) the study described by ``cfg`` and write its report.
+
+    Raises:
+        UserError: bad settings, missing data, or an output folder holding another study's runs.
+    """
+    outcome, files = runner.run(STUDY, cfg)
+    result: StudyResult = outcome.result
+    result.files = files
     return result
 
 
@@ -331,13 +333,20 @@ def _build(spec: RunSpec, in_chans: int, num_classes: int):
     return models.create(spec.arch.model, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-def _speed(model, shape, dev: str, budget: Budget, cache: Path) -> dict[str, Any]:
-    """Batch-1 latency and throughput on ``dev``, cached so a re-run does not re-measure."""
-    from cnnlab._json import write_json
+def _speed(store, model, shape, dev: str, budget: Budget, arch_id: str) -> dict[str, Any]:
+    """Batch-1 latency and throughput on ``dev``, kept in the run store so that a re-run with
+    the same timing settings does not re-measure."""
+    settings = {"arch": arch_id, "shape": list(shape), "device": dev,
+                **{k: getattr(budget, k) for k in (
+                    "latency_repeats", "latency_seconds", "throughput_batch_cpu",
+                    "throughput_batch_cuda", "throughput_seconds")}}
+    return store.measured(f"speed/{arch_id}-{dev}", settings,
+                          lambda: _measure_speed(model, shape, dev, budget))[0]
+
+
+def _measure_speed(model, shape, dev: str, budget: Budget) -> dict[str, Any]:
     from cnnlab.studies.timing import measure_speed
 
-    if cache.exists():
-        return json.loads(cache.read_text())
     cuda = dev == "cuda"
     lat = measure_speed(model, shape, batch_size=1, device=dev, repeats=budget.latency_repeats,
                         max_seconds=budget.latency_seconds, amp_bf16=cuda, channels_last=cuda)
@@ -347,8 +356,6 @@ def _speed(model, shape, dev: str, budget: Budget, cache: Path) -> dict[str, Any
     data = {"latency_ms": lat.median_ms, "latency_iqr_ms": lat.iqr_ms, "latency_calls": lat.calls,
             "throughput": thr.images_per_s, "throughput_batch": thr.batch_size,
             "threads": lat.threads, "dtype": lat.dtype}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    write_json(cache, data)
     return data
 
 
@@ -376,42 +383,22 @@ def _row(spec: RunSpec, counts: dict[str, Any], speed: dict[str, dict[str, Any]]
     for dev in ("cpu", "cuda"):
         s = speed.get(dev)
         row[f"{dev}_latency_ms"] = s["latency_ms"] if s else None
+        row[f"{dev}_latency_iqr_ms"] = s["latency_iqr_ms"] if s else None
         row[f"{dev}_throughput"] = s["throughput"] if s else None
     return row
 
 
-# ------------------------------------------------------------------------------------- the CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``cnnlab study mobilenet``."""
-    from cnnlab.cli import add_threads_option
-
-    parser.add_argument("--dataset", default="fashion-mnist", choices=DATASETS)
-    parser.add_argument("--data-dir", default=None,
-                        help="where the data set is (default: the data set's search order)")
-    parser.add_argument("--budget", default="quick", choices=list(BUDGETS),
-                        help="; ".join(f"{b.name}: {b.description}" for b in BUDGETS.values()))
-    parser.add_argument("--seeds", type=int, default=None,
-                        help="seeds per run (default: the budget's; mean +- std over seeds)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--subset", type=int, default=None,
-                        help="training images per run (overrides the budget)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs (overrides the budget)")
-    parser.add_argument("--no-speed", dest="measure_speed", action="store_false",
-                        help="skip the latency/throughput measurements")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
-    add_threads_option(parser)
-    parser.add_argument("--out", default="runs/study-mobilenet", help="report folder")
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    from cnnlab.cli import apply_threads
-
-    apply_threads(args)
-    cfg = StudyConfig(dataset=args.dataset, data_dir=args.data_dir, budget=args.budget,
-                      seeds=args.seeds, device=args.device, out=args.out, subset=args.subset,
-                      epochs=args.epochs, measure_speed=args.measure_speed, quiet=args.quiet)
-    result = run_study(cfg)
-    print(f"report: {result.files['html']}")
-    for line in result.interpretation:
-        print(f"- {line}")
-    return 0
+# ------------------------------------------------------------------------------ the study
+STUDY = base.Study(
+    name="mobilenet", title="MobileNet study",
+    summary="MobileNet V1 vs V2 vs a conventional CNN, width and resolution multipliers, "
+            "theory (MACs) against measured speed and accuracy",
+    budgets=BUDGETS, datasets=DATASETS, execute=execute, options=StudyConfig,
+    extra_options=(
+        base.Option("--seeds", "seeds", "seeds per run (default: the budget's; mean +- std "
+                    "over seeds)"),
+        base.Option("--subset", "subset", "training images per run (overrides the budget)"),
+        base.Option("--epochs", "epochs", "epochs (overrides the budget)"),
+        base.Option("--no-speed", "measure_speed", "skip the latency/throughput measurements",
+                    type=None, switch_to=False),
+    ))

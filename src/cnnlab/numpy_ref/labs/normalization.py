@@ -186,7 +186,7 @@ def dropout_lab(x: object = None, p: float = 0.5, masks: int = 10000, seed: int 
         f"{num(1 - p)}",
         f"out[{i}] = x[{i}] * {int(kept[i])} / {num(1 - p)} = {num(v[i])} / {num(1 - p)} = "
         f"{num(one[i])};  out[{j}] = {num(v[j])} * {int(kept[j])} / {num(1 - p)} = {num(one[j])}",
-        f"E[out_i] = (1 - p) * x_i / (1 - p) + p * 0 = x_i = the evaluation output",
+        "E[out_i] = (1 - p) * x_i / (1 - p) + p * 0 = x_i = the evaluation output",
     ]
     conclusion = scaling_sentence(max_z, masks, p) + "."
     sections = [

@@ -90,6 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_output_options(back, "conv-backward.png", "y, dW, dX (nested lists)")
     back.set_defaults(func=run_conv_backward)
+    _register_rnn(sub)
 
     from cnnlab.cli import _labs
 
@@ -228,3 +229,42 @@ def _run_conv_backward(args: argparse.Namespace) -> int:
         "Convolution backward: dL/dW = xcorr(X, dL/dY), dL/dX = xcorr(pad(dL/dY), rot180(W))",
         "valid, stride 1",
     )
+
+
+# ------------------------------------------------------------------------------------------ rnn
+
+def _register_rnn(sub: argparse._SubParsersAction) -> None:
+    rnn = sub.add_parser(
+        "rnn",
+        help="an RNN classifying a sentence's sentiment into 5 classes, step by step",
+        description="A small Elman RNN (fixed weights, 3-D word vectors, 3 hidden units) reads a "
+        "sentence word by word: x_t and h_t at every step, one cell's arithmetic, and the "
+        "softmax output(s) over the 5 sentiment classes (once for many-to-one, after every word "
+        "for many-to-many).",
+    )
+    rnn.add_argument("--sentence", default=None, help="the sentence (default: the course's)")
+    rnn.add_argument("--mode", choices=("many-to-one", "many-to-many"), default="many-to-one")
+    _add_output_options(rnn, "rnn.png", "tokens, hidden, outputs, softmax_calls, classes, ...")
+    rnn.set_defaults(func=run_rnn)
+
+
+def run_rnn(args: argparse.Namespace) -> int:
+    from cnnlab.numpy_ref.rnn_walkthrough import DEFAULT_SENTENCE, rnn_walkthrough
+
+    result = rnn_walkthrough(DEFAULT_SENTENCE if args.sentence is None else args.sentence,
+                             args.mode)
+    print(json.dumps(result.to_json()) if args.json else result.text())
+    if args.no_figure:
+        return 0
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} is a file, not a folder")
+    path = args.out / "rnn.png"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig = result.figure()
+        fig.supxlabel(_footer(f"mode {args.mode}"), fontsize=7, color="0.35")
+        fig.savefig(path, dpi=130)
+    except OSError as exc:
+        raise UserError(f"cannot write the figure {path}: {exc.strerror or exc}") from exc
+    print(f"\nfigure: {path}", file=sys.stderr if args.json else sys.stdout)
+    return 0

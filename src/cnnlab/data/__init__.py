@@ -1,4 +1,5 @@
-"""Real data for training: CIFAR-10 and Fashion-MNIST, splits, resizing, batched augmentation.
+"""Real data for training: CIFAR-10 and Fashion-MNIST, splits, resizing, batched augmentation;
+SST-5 sentences and phrases for sentiment (:mod:`cnnlab.data.sst`).
 
 - :func:`load_dataset` finds, decodes (once, then from a cache) and checks a data set; see
   :mod:`cnnlab.data.datasets` for where it looks and which file layouts it reads.
@@ -35,6 +36,7 @@ from cnnlab.data.datasets import (
     find_source,
     load_dataset,
 )
+from cnnlab.data.sst import SST_CLASSES, SSTData, Vocabulary, load_sst
 from cnnlab.data.splits import (
     Splits,
     make_splits,
@@ -47,6 +49,7 @@ from cnnlab.data.splits import (
 __all__ = [
     "AUGMENT_RECIPES", "Augment", "CIFAR10_CLASSES", "DATASETS", "Dataset", "FASHION_MNIST_CLASSES",
     "Splits", "cutout", "default_cache_dir", "default_data_dirs", "find_source", "hflip",
-    "load_dataset", "make_splits", "normalize", "read_image", "resize_images", "resized_size", "rotate",
+    "load_dataset", "load_sst", "make_splits", "normalize", "read_image", "resize_images",
+    "resized_size", "rotate", "SST_CLASSES", "SSTData", "Vocabulary",
     "stratified_indices", "train_val_indices", "translate",
 ]

@@ -1,4 +1,5 @@
-"""NumPy reference engine: hand-checkable forward/backward pairs in ``(N, C, H, W)`` layout.
+"""NumPy reference engine: hand-checkable forward/backward pairs in ``(N, C, H, W)`` layout
+(sequences: ``(N, T, D)``, batch first, as the RNN/LSTM of ``rnn``).
 
 ``optim`` holds the optimisers (``SGD``, ``RMSprop``, ``Adam``, ``AdamW``), ``classification`` the
 metrics, and ``labs`` the course labs behind ``cnnlab walkthrough adam`` ... ``metrics``.
@@ -23,6 +24,7 @@ from cnnlab.numpy_ref.conv import (
     conv2d_geometry,
     same_padding,
 )
+from cnnlab.numpy_ref.embedding import embedding_backward, embedding_forward
 from cnnlab.numpy_ref.layers import (
     linear_backward,
     linear_forward,
@@ -39,6 +41,24 @@ from cnnlab.numpy_ref.pool import (
     maxpool2d_backward,
     maxpool2d_forward,
     pool2d_geometry,
+)
+from cnnlab.numpy_ref.rnn import (
+    lstm_backward,
+    lstm_forward,
+    lstm_step_backward,
+    lstm_step_forward,
+    rnn_backward,
+    rnn_forward,
+    rnn_step_backward,
+    rnn_step_forward,
+)
+from cnnlab.numpy_ref.sequence_heads import (
+    many_to_many_backward,
+    many_to_many_forward,
+    many_to_one_backward,
+    many_to_one_forward,
+    sequence_cross_entropy,
+    softmax,
 )
 from cnnlab.numpy_ref.residual import residual_block_backward, residual_block_forward
 from cnnlab.numpy_ref.walkthroughs import conv_backward_walkthrough, residual_walkthrough
@@ -68,6 +88,22 @@ __all__ = [
     "batchnorm2d_backward",
     "residual_block_forward",
     "residual_block_backward",
+    "embedding_forward",
+    "embedding_backward",
+    "rnn_step_forward",
+    "rnn_step_backward",
+    "rnn_forward",
+    "rnn_backward",
+    "lstm_step_forward",
+    "lstm_step_backward",
+    "lstm_forward",
+    "lstm_backward",
+    "many_to_one_forward",
+    "many_to_one_backward",
+    "many_to_many_forward",
+    "many_to_many_backward",
+    "sequence_cross_entropy",
+    "softmax",
     "residual_walkthrough",
     "conv_backward_walkthrough",
     "SGD",

@@ -122,7 +122,10 @@ def train_fmnist(seed):
     x, y = load("train", 2000)
     x_test, y_test = load("t10k", 500)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a model this small trains fastest on one thread
+    import os
+
+    # a model this small trains fastest on one thread; CNNLAB_TEST_THREADS overrides
+    torch.set_num_threads(int(os.environ.get("CNNLAB_TEST_THREADS") or 1))
     try:
         torch.manual_seed(seed)
         model = nn.Sequential(

@@ -37,3 +37,13 @@ def rng():
     import numpy as np
 
     return np.random.default_rng(0)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """The shuffled order's seed, printed even under -q, so a failure can be replayed."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if seed is not None and config.pluginmanager.hasplugin("randomly"):
+        terminalreporter.write_line(
+            f"cnnlab: test order shuffled by pytest-randomly, seed {seed} "
+            f"(replay: -p randomly -p no:cacheprovider --randomly-seed={seed}); "
+            f"torch threads {_THREADS or 1}")

@@ -6,15 +6,24 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 # The CI machine has 2 cores and the suite runs with 2 xdist workers: one thread each avoids
-# oversubscription (which makes torch on 2 cores several times slower).
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+# oversubscription (which makes torch on 2 cores several times slower). CNNLAB_TEST_THREADS=N
+# sets torch's thread count for the whole suite instead (other kernels, other rounding: the suite
+# must pass with 1 and 2).
+_THREADS = os.environ.get("CNNLAB_TEST_THREADS")
+if _THREADS or os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", _THREADS or "1")
     try:
         import torch
 
-        torch.set_num_threads(1)
+        torch.set_num_threads(int(_THREADS or 1))
     except ImportError:
         pass
+
+
+def pytest_report_header(config):
+    import torch
+
+    return f"cnnlab: torch threads {torch.get_num_threads()} (CNNLAB_TEST_THREADS={_THREADS})"
 
 # Timing varies on shared CI machines: no per-example deadline; examples are bounded per test.
 settings.register_profile(
@@ -28,3 +37,13 @@ def rng():
     import numpy as np
 
     return np.random.default_rng(0)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """The shuffled order's seed, printed even under -q, so a failure can be replayed."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if seed is not None and config.pluginmanager.hasplugin("randomly"):
+        terminalreporter.write_line(
+            f"cnnlab: test order shuffled by pytest-randomly, seed {seed} "
+            f"(replay: -p randomly -p no:cacheprovider --randomly-seed={seed}); "
+            f"torch threads {_THREADS or 1}")

@@ -100,16 +100,37 @@ def test_tied_weights_are_counted_once():
     assert not a.unused
 
 
-def test_frozen_parameters_and_buffers_are_non_trainable():
+def test_frozen_parameters_and_buffers_are_counted_apart():
     net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
     net[0].weight.requires_grad_(False)
     a = analyze(net, (3, 4, 4))
     conv, bn = a.layers
-    # frozen conv weight (12) is non-trainable, its bias (4) trainable; BN: gamma, beta (8)
-    # trainable, running mean and var (8) non-trainable, num_batches_tracked (int) excluded
-    assert (conv.trainable_params, conv.non_trainable_params) == (4, 12)
-    assert (bn.trainable_params, bn.non_trainable_params) == (8, 8)
+    # PyTorch's convention: frozen conv weight (12) is a frozen parameter, its bias (4)
+    # trainable; BN: gamma, beta (8) trainable; running mean and var (8) are buffers the row
+    # reads, not parameters; num_batches_tracked (1, never read in eval) is a buffer too
+    assert (conv.trainable_params, conv.non_trainable_params, conv.buffers) == (4, 12, 0)
+    assert (bn.trainable_params, bn.non_trainable_params, bn.buffers) == (8, 0, 8)
+    t = a.totals
+    assert (t["total_params"], t["trainable_params"], t["non_trainable_params"]) == (24, 12, 12)
+    assert t["total_params"] == sum(p.numel() for p in net.parameters())
+    assert t["buffers"] == 4 + 4 + 1 == sum(b.numel() for b in net.buffers())
+    assert a.to_dict()["params_convention"] == "pytorch"
+    assert "buffers, not parameters (running statistics, counters): 9" in a.summary_lines()[1]
     assert bn.ops.norm == 4 * 16
+
+
+def test_count_parameters_is_pytorchs_count_with_tied_weights_once():
+    from cnnlab.analysis.params import count_parameters
+
+    emb = nn.Embedding(10, 4)
+    head = nn.Linear(4, 10, bias=False)
+    head.weight = emb.weight  # tied: one tensor under two names
+    net = nn.Sequential(emb, nn.BatchNorm1d(4), head)
+    net[1].bias.requires_grad_(False)
+    c = count_parameters(net)
+    # by hand: embedding 40 (once), BN gamma 4 trainable + beta 4 frozen; buffers 4 + 4 + 1
+    assert (c.trainable, c.frozen, c.buffers, c.total) == (44, 4, 9, 48)
+    assert c.total == sum(p.numel() for p in net.parameters())
 
 
 def test_unknown_ops_are_listed_not_silently_zero():

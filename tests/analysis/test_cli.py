@@ -55,7 +55,9 @@ def test_torchvision_target_uses_its_default_input(capsys):
     code, out, _ = _run(capsys, "torchvision:resnet18", "--format", "json")
     doc = json.loads(out)
     assert code == 0 and doc["input_shape"] == [3, 224, 224]
-    assert doc["total_params"] - doc["non_trainable_params"] == 11_689_512  # torchvision's count
+    # torchvision's, torchinfo's and the paper's count; BN running statistics are buffers
+    assert doc["total_params"] == doc["trainable_params"] == 11_689_512
+    assert doc["buffers"] == 9_620 and doc["params_convention"] == "pytorch"
 
 
 def test_callable_target_and_batch(capsys):

@@ -60,8 +60,13 @@ class Hand(nn.Module):
 
 
 def _table(a):
-    return [(r.name, r.output_shape, r.trainable_params, r.non_trainable_params, r.ops,
+    """Rows with parameters in Keras' convention: a module's batch-norm running statistics
+    (buffers in PyTorch) are Keras' non-trainable weights."""
+    return [(r.name, r.output_shape, r.trainable_params, r.non_trainable_params + r.buffers, r.ops,
              r.receptive_field, r.jump, r.start, r.memory_bytes, r.inputs) for r in a.layers]
+
+
+_PARAM_KEYS = ("total_params", "non_trainable_params", "buffers")
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -69,11 +74,19 @@ def test_spec_and_module_give_identical_tables(batch):
     from_spec = analyze(SPEC, batch=batch)
     from_torch = analyze(Hand(), (3, 32, 32), batch=batch)
     assert _table(from_spec) == _table(from_torch)
-    assert from_spec.totals == from_torch.totals
-    # and the parameters are PyTorch's own count (BN running stats as non-trainable)
+    spec_t, torch_t = from_spec.totals, from_torch.totals
+    assert {k: v for k, v in spec_t.items() if k not in _PARAM_KEYS} == {
+        k: v for k, v in torch_t.items() if k not in _PARAM_KEYS}
+    # each ecosystem's own convention: Keras counts the moving mean/variance as non-trainable
+    # weights; PyTorch's parameters are model.parameters() and the statistics are buffers
     model = Hand()
-    assert from_spec.totals["trainable_params"] == sum(p.numel() for p in model.parameters())
-    assert from_spec.totals["non_trainable_params"] == model.bn.running_mean.numel() * 2
+    stats = model.bn.running_mean.numel() + model.bn.running_var.numel()
+    assert spec_t["trainable_params"] == torch_t["trainable_params"] == sum(
+        p.numel() for p in model.parameters())
+    assert (spec_t["non_trainable_params"], torch_t["non_trainable_params"]) == (stats, 0)
+    assert spec_t["total_params"] == torch_t["total_params"] + stats
+    assert (spec_t["buffers"], torch_t["buffers"]) == (0, stats + 1)  # + num_batches_tracked
+    assert from_spec.to_dict()["params_convention"] == "keras"
 
 
 def test_global_average_pooling_matches_mean():

@@ -51,14 +51,15 @@ def test_params_and_macs_match_pytorch(name, shape):
     model = _meta_model(name)
     a = analyze(model, shape)
     t = a.totals
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    running_stats = sum(b.numel() for b in model.buffers() if b.is_floating_point())
-    assert t["trainable_params"] == trainable
-    assert t["non_trainable_params"] == running_stats
-    assert t["total_params"] == trainable + running_stats
+    # PyTorch's convention: params are sum(p.numel()), buffers (running statistics and
+    # num_batches_tracked) a separate count
+    assert t["total_params"] == t["trainable_params"] == sum(p.numel() for p in model.parameters())
+    assert t["non_trainable_params"] == 0
+    assert t["buffers"] == sum(b.numel() for b in model.buffers())
     # rows + parameters no forward pass reads (googlenet's aux heads in eval) = totals
     rows = sum(r.params for r in a.layers)
     assert rows + sum(u.trainable + u.non_trainable for u in a.unused) == t["total_params"]
+    assert sum(r.buffers for r in a.layers) <= t["buffers"]  # rows: the buffers they read
 
     counter = _flop_counter(model, shape)
     reference = counter.get_total_flops() / 2

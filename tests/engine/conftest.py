@@ -69,7 +69,9 @@ def config(tmp_path):
 def _one_torch_thread():
     """These models are tiny: threads gain nothing, and on a loaded 2-core machine the OpenMP
     barriers made two threads 5-10x slower than one (measured while writing these tests)."""
+    import os
+
     n = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(os.environ.get("CNNLAB_TEST_THREADS") or 1))
     yield
     torch.set_num_threads(n)

@@ -78,7 +78,8 @@ def test_after_backward_sees_the_gradients_the_optimizer_applies(config, toy, ma
 def test_toy_run_learns_and_reports(config, toy, make_model):
     cfg = dataclasses.replace(config, epochs=4, augment="none", ema=0.0, out=None, lr=0.1)
     result = train(cfg, model=make_model(), dataset=toy, log=False)
-    assert result.test_accuracy > 0.8  # bars at row c make the toy classes easy
+    # bars at row c make the toy classes easy; seeds 0-5 (tests/measure_margins.py): 1.000 each
+    assert result.test_accuracy > 0.8
     assert result.best_val_accuracy is not None and 1 <= result.best_epoch <= 4
     assert len(result.history) == 4 and result.images_per_s > 0
     assert result.confusion.sum() == 60 and len(result.per_class) == 10
@@ -239,6 +240,8 @@ def test_real_fashion_mnist_learns(tmp_path):
     cfg = TrainConfig(model="simple_cnn", dataset="fashion-mnist", width=0.5, subset=2000,
                       epochs=2, batch_size=64, lr=0.1, device="cpu", quiet=True)
     result = train(cfg, dataset=ds, log=False)
+    # seeds 0-5 (tests/measure_margins.py, AMD EPYC): 0.674 / 0.680 / 0.701 / 0.692 / 0.740 /
+    # 0.683 (min 0.674); train-loss drop 0.486 .. 0.568 (min 0.486)
     assert result.test_accuracy > 0.6, result.history
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
 

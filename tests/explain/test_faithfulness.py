@@ -72,7 +72,19 @@ def test_curves_and_auc_follow_the_documented_procedure():
         # AUC: trapezoid rule on [0, 1], written out.
         auc = sum((deletion[s] + deletion[s + 1]) / 2 / steps for s in range(steps))
         assert result.auc["deletion"]["map"][i] == pytest.approx(auc, abs=1e-12)
-    # The random order is a permutation that depends on the seed only.
+    # The random order is a permutation that depends on the seed only: rebuild it (integers,
+    # deterministic by construction), check its curves by hand, and compare a second run's
+    # floats (other batch sizes, so other kernels) with a stated tolerance, never exactly.
+    gen = torch.Generator().manual_seed(0)
+    for i, target in enumerate([2, 0]):
+        order = torch.randperm(30, generator=gen)
+        assert sorted(order.tolist()) == list(range(30))
+        rank = torch.empty(30, dtype=torch.float64)
+        rank[order] = torch.arange(30, 0, -1, dtype=torch.float64)  # first in order = highest
+        by_hand = _curve_by_hand(model, x[i], x[i], means[i], rank.reshape(5, 6), target, steps)
+        np.testing.assert_allclose(
+            result.curves["deletion"]["random"][i], by_hand, rtol=0, atol=1e-12
+        )
     again = deletion_insertion(
         model,
         x,
@@ -82,7 +94,9 @@ def test_curves_and_auc_follow_the_documented_procedure():
         deletion_baseline="mean",
         insertion_baseline="zeros",
     )
-    assert again.curves["deletion"]["random"] == result.curves["deletion"]["random"]
+    np.testing.assert_allclose(
+        again.curves["deletion"]["random"], result.curves["deletion"]["random"], rtol=0, atol=1e-12
+    )
     json.dumps(result.to_json(), allow_nan=False)
 
 
@@ -122,13 +136,19 @@ def test_bad_saliency_shapes_raise_user_error():
 
 def test_gradcam_beats_random_order_on_a_trained_model(trained_fmnist, tmp_path):
     model, x, _, _ = trained_fmnist
-    x = x[:24]
+    x = x[:64]
     maps = GradCAM(model).compute(x)
     result = deletion_insertion(model, x, {"gradcam": maps}, steps=16)
-    # Deleting Grad-CAM's top pixels hurts the predicted class faster than deleting random ones,
-    # and inserting them helps faster (measured: deletion 0.21 vs 0.25, insertion 0.50 vs 0.44).
-    assert result.mean_auc("deletion", "gradcam") < result.mean_auc("deletion", "random") - 0.02
-    assert result.mean_auc("insertion", "gradcam") > result.mean_auc("insertion", "random") + 0.02
+    # Inserting Grad-CAM's top pixels raises p(predicted class) faster than inserting random
+    # ones: a paired statistic over the 64 images. Measured over training seeds 0-5
+    # (tests/measure_margins.py, AMD EPYC): mean insertion-AUC gain 0.078 / 0.106 / 0.150 /
+    # 0.151 / 0.097 / 0.146 (min 0.078), paired t 4.39 / 5.28 / 10.79 / 7.89 / 7.78 / 6.15
+    # (min 4.39). Asserted: t > 2.39 (one-sided p < 0.01 at 63 degrees of freedom) and gain > 0.03.
+    # The deletion curve is NOT asserted: over the same seeds its gain was -0.015 / -0.008 /
+    # +0.037 / -0.022 / -0.015 / +0.007 (t from -1.48 to 2.28), no consistent effect.
+    gain = np.array(result.auc["insertion"]["gradcam"]) - np.array(result.auc["insertion"]["random"])
+    t_stat = gain.mean() / (gain.std(ddof=1) / np.sqrt(len(gain)))
+    assert gain.mean() > 0.03 and t_stat > 2.39, (gain.mean(), t_stat)
     # Endpoints: deletion starts at p(x) and insertion ends there.
     p = torch.softmax(model(x), dim=1).gather(1, torch.tensor(result.targets)[:, None])[:, 0]
     np.testing.assert_allclose(

@@ -48,7 +48,7 @@ def test_timing_ratios_are_judged_against_the_spread_over_repeats():
 
 def test_store_refuses_a_measurement_folder_file_and_remeasures_other_settings(tmp_path):
     (tmp_path / "f").write_text("x")
-    with pytest.raises(UserError, match="--out .* is not a directory"):
+    with pytest.raises(UserError, match="--out .* is not a folder"):
         open_output_folder(tmp_path / "f")
     store = RunStore(open_output_folder(tmp_path / "s"))
     calls = []

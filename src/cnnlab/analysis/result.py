@@ -62,6 +62,11 @@ class Layer:
     """One row: a layer (or one call of a module, or one functional op).
 
     ``output_shape`` excludes the batch dimension: ``(C, H, W)`` or ``(features,)``.
+    Parameters follow the front end's ecosystem (:attr:`Analysis.convention`): for a PyTorch
+    module ``non_trainable_params`` are frozen parameters (``requires_grad=False``) and
+    ``buffers`` the buffer elements the row reads (running mean/var), which are not parameters;
+    for a Keras-style spec ``non_trainable_params`` are Keras' non-trainable weights (batch norm's
+    moving mean and variance) and ``buffers`` is 0.
     ``receptive_field``, ``jump`` and ``start`` are per axis ``(h, w)`` in input pixels, ``None``
     when the input has no spatial axes or the geometry could not be followed (see warnings).
     """
@@ -72,6 +77,7 @@ class Layer:
     output_shape: tuple[int, ...]
     trainable_params: int = 0
     non_trainable_params: int = 0
+    buffers: int = 0
     ops: OpCounts = field(default_factory=OpCounts)
     receptive_field: tuple[int | float, int | float] | None = None
     jump: tuple[int | float, int | float] | None = None
@@ -105,6 +111,7 @@ class Layer:
             "jump": _list(self.jump),
             # extra keys beyond the issue's minimum
             "non_trainable_params": self.non_trainable_params,
+            "buffers": self.buffers,
             "flops": self.ops.flops,
             **{f"{k}_ops": getattr(self.ops, k) for k in OP_KINDS[1:]},
             "start": _list(self.start),
@@ -142,6 +149,10 @@ class Analysis:
         warnings: misaligned branches, untracked receptive fields, Keras incompatibilities.
         not_counted: operation name -> number of calls whose arithmetic is not counted.
         unused: parameters never used by the forward pass (included in the totals).
+        convention: ``"keras"`` (spec files: non-trainable weights include batch norm's moving
+            statistics) or ``"pytorch"`` (modules: parameters are ``model.parameters()``;
+            non-trainable means frozen; buffers are counted apart in ``buffers``).
+        buffers: a module's buffer elements (each once, read or not); never in the params.
         error: for a partial result, the one-line reason the analysis stopped.
     """
 
@@ -155,6 +166,8 @@ class Analysis:
     not_counted: dict[str, int] = field(default_factory=dict)
     unused: list[UnusedParams] = field(default_factory=list)
     error: str | None = None
+    convention: str = "keras"
+    buffers: int = 0
 
     def layer(self, name: str) -> Layer:
         for row in self.layers:
@@ -182,6 +195,7 @@ class Analysis:
             "total_params": trainable + non_trainable,
             "trainable_params": trainable,
             "non_trainable_params": non_trainable,
+            "buffers": self.buffers,
             "total_macs": ops.macs,
             "total_flops": ops.flops,
             **{f"{k}_ops": getattr(ops, k) for k in OP_KINDS[1:]},
@@ -202,6 +216,7 @@ class Analysis:
             input_shape=list(self.input_shape),
             batch=self.batch,
             dtype=self.dtype,
+            params_convention=self.convention,
             output=self.output_layer.name if self.output_layer else None,
             warnings=list(self.warnings),
             not_counted=dict(self.not_counted),
@@ -241,10 +256,17 @@ class Analysis:
     def summary_lines(self) -> list[str]:
         t = self.totals
         rf = "n/a" if t["receptive_field"] is None else _pair(t["receptive_field"])
+        if self.convention == "pytorch":
+            params = (f"params: {t['total_params']:,} (trainable {t['trainable_params']:,}, frozen "
+                      f"{t['non_trainable_params']:,}); buffers, not parameters (running "
+                      f"statistics, counters): {t['buffers']:,}")
+        else:
+            params = (f"params: {t['total_params']:,} (trainable {t['trainable_params']:,}, "
+                      f"non-trainable {t['non_trainable_params']:,}; Keras convention: batch-norm "
+                      "moving mean/variance are non-trainable weights)")
         return [
             f"input {format_shape(self.input_shape)}, batch {self.batch}, {self.dtype}",
-            f"params: {t['total_params']:,} (trainable {t['trainable_params']:,}, "
-            f"non-trainable {t['non_trainable_params']:,})",
+            params,
             f"conv/linear MACs (Mult-Adds): {t['total_macs']:,}; FLOPs = 2 x MACs: {t['total_flops']:,}",
             "other ops: " + ", ".join(f"{k} {t[k + '_ops']:,}" for k in OP_KINDS[1:]),
             f"output receptive field (h, w): {rf}; jump {_pair(t['jump'])}; start {_pair(t['start'])}",
@@ -267,7 +289,7 @@ class Analysis:
 
 
 _CSV_COLUMNS = ["name", "type", "output_shape", "params", "trainable_params",
-                "non_trainable_params", "macs", "flops"] + [f"{k}_ops" for k in OP_KINDS[1:]] + [
+                "non_trainable_params", "buffers", "macs", "flops"] + [f"{k}_ops" for k in OP_KINDS[1:]] + [
                 "receptive_field", "jump", "start", "memory_bytes", "notes"]
 
 
@@ -301,12 +323,12 @@ def _bytes(n: int) -> str:
 def display_cells(row: Layer) -> list[str]:
     """The cells of one table row (shared by Markdown and the rich table)."""
     return [row.name, row.type, format_shape(row.output_shape), f"{row.params:,}",
-            f"{row.non_trainable_params:,}", f"{row.ops.macs:,}", f"{row.ops.flops:,}"] + [
+            f"{row.non_trainable_params:,}", f"{row.buffers:,}", f"{row.ops.macs:,}", f"{row.ops.flops:,}"] + [
         f"{getattr(row.ops, k):,}" for k in OP_KINDS[1:]] + [
         _pair(row.receptive_field), _pair(row.jump), _pair(row.start), _bytes(row.memory_bytes)]
 
 
-TABLE_HEADER = ["Layer", "Type", "Output (C, H, W)", "Params", "Non-train.", "MACs", "FLOPs",
+TABLE_HEADER = ["Layer", "Type", "Output (C, H, W)", "Params", "Non-train.", "Buffers", "MACs", "FLOPs",
                 "Bias", "Norm", "Act", "Pool", "Elem.", "RF (h, w)", "Jump", "Start", "Act. mem."]
 
 

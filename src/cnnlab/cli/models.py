@@ -1,6 +1,7 @@
 """``cnnlab models``: list the registered models with their parameter counts.
 
-Parameters are counted at the paper's setting: width 1, 3 input channels and the paper's number of
+Parameters are ``model.parameters()`` (batch-norm running statistics are buffers, listed apart in
+``--json``; :func:`cnnlab.analysis.params.count_parameters`), counted at the paper's setting: width 1, 3 input channels and the paper's number of
 classes (1000 for the ImageNet-size models, 10 for the CIFAR ones; ``model_info(name)
 .reference_classes``). Models are built on the meta device, so listing costs no memory or time.
 """
@@ -27,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _rows(pattern: str | None) -> list[dict]:
     import torch
 
+    from cnnlab.analysis.params import count_parameters
     from cnnlab.models import create, list_models, model_info
 
     rows = []
@@ -34,13 +36,15 @@ def _rows(pattern: str | None) -> list[dict]:
         info = model_info(name)
         with torch.device("meta"):  # shapes only: no allocation, no init cost
             model = create(name, num_classes=info.reference_classes)
+        counted = count_parameters(model)
         rows.append({
             "name": name,
             "family": info.family,
             "default_input": list(info.default_input),
             "min_input": list(info.min_input),
             "num_classes": info.reference_classes,
-            "params": sum(p.numel() for p in model.parameters()),
+            "params": counted.total,  # PyTorch's convention: model.parameters(), not buffers
+            "buffers": counted.buffers,
             "supports_width": info.supports_width,
             "task": info.task,
             "options": list(info.options),

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from cnnlab import _io
+from cnnlab.analysis.params import count_parameters
 from cnnlab.data import Augment, Dataset, Splits, load_dataset, make_splits
 from cnnlab.engine import checkpoint as ckpt_io
 from cnnlab.engine import outputs
@@ -494,7 +495,7 @@ class Trainer:
             per_class=test.per_class(sp.classes), classes=tuple(sp.classes), out=self.out,
             extra={"data_time_s": self.data_time_s, "num_train": len(sp.train_labels),
                    "num_val": len(sp.val_labels), "num_test": len(sp.test_labels),
-                   "parameters": sum(p.numel() for p in self.model.parameters()),
+                   "parameters": count_parameters(self.model).total,
                    "device": str(self.device), "amp": self.amp,
                    "channels_last": self.channels_last})
         if self.out is not None:

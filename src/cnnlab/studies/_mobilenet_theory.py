@@ -50,6 +50,7 @@ def count(model: nn.Module, input_shape: Sequence[int]) -> dict[str, Any]:
         (name, kind, MACs, in/out channels, kernel).
     """
     from cnnlab.analysis import analyze
+    from cnnlab.analysis.params import count_parameters
 
     analysis = analyze(model, tuple(input_shape))
     macs_by_kind = dict.fromkeys(KINDS, 0)
@@ -76,10 +77,11 @@ def count(model: nn.Module, input_shape: Sequence[int]) -> dict[str, Any]:
             "kernel": list(getattr(module, "kernel_size", (1, 1))),
         })
     totals = analysis.totals
+    counted = count_parameters(model)  # PyTorch's convention: model.parameters(), not buffers
     conv_macs = sum(macs_by_kind.values())
     conv_params = sum(params_by_kind.values())
     return {
-        "params": totals["total_params"], "trainable_params": totals["trainable_params"],
+        "params": counted.total, "trainable_params": counted.trainable,
         "macs": totals["total_macs"], "flops": totals["total_flops"],
         "macs_by_kind": macs_by_kind, "params_by_kind": params_by_kind,
         "share_1x1": macs_by_kind["pointwise"] / conv_macs if conv_macs else None,

@@ -44,7 +44,8 @@ class TrainConfig:
 
     # optimisation
     epochs: int = 10  # passes over the training split
-    batch_size: int = 256  # images per step (the last partial batch of each epoch is dropped)
+    batch_size: int = 256  # images per step over all processes (the last partial batch of
+    #                        each epoch is dropped); with N processes each trains on 1/N of it
     lr: float = 0.1  # peak learning rate (per step, no batch-size scaling applied)
     optimizer: str = "sgd"  # sgd (Nesterov momentum) | adamw
     momentum: float = 0.9  # SGD momentum; AdamW beta1
@@ -65,6 +66,8 @@ class TrainConfig:
     #                    pay the compilation
     eval_batch_size: int = 1024  # images per forward pass when evaluating
     tta: bool = False  # evaluate val/test on the image and its mirror image (mean of the logits)
+    sync_bn: bool = False  # with several processes (CUDA): BatchNorm statistics over the global
+    #                        batch (SyncBatchNorm) instead of each rank's part
 
     # outputs
     out: str | None = None  # run directory (checkpoints, metrics, plots); None writes nothing

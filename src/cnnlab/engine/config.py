@@ -141,6 +141,9 @@ class TrainConfig:
                     ignore: frozenset[str] = RESUME_IGNORED) -> dict[str, tuple[Any, Any]]:
         """``{key: (self's value, other's value)}`` for every result-changing key that differs."""
         theirs = other.to_dict() if isinstance(other, TrainConfig) else dict(other)
+        # a key the other side lacks (saved before the key existed) had its default
+        theirs = {**{f.name: f.default for f in dataclasses.fields(self)
+                     if f.default is not dataclasses.MISSING}, **theirs}
         mine = self.to_dict()
         keys = (set(mine) | set(theirs)) - ignore
         return {k: (mine.get(k), theirs.get(k)) for k in sorted(keys)

@@ -17,6 +17,9 @@ Design (why it is fast on a GPU and exact on the CPU):
   runs differ in the last bits.
 - Ctrl-C is deferred to the next step boundary, where the model, optimiser and BatchNorm
   statistics are consistent, and saved there; a second Ctrl-C interrupts at once.
+- Under torchrun (several processes) the same loop runs on every rank; the calls into
+  :mod:`cnnlab.engine.distributed` shard each global batch, reduce the epoch sums, and keep
+  evaluation and every file to rank 0 (they do nothing in a single process).
 """
 
 from __future__ import annotations
@@ -494,7 +497,8 @@ class Trainer:
             "config": self.config.to_dict(), "data": self.data_info(),
             "resolved": {"device": str(self.device), "amp": self.amp,
                          "channels_last": self.channels_last, "batch_size": self.batch_size,
-                         "steps_per_epoch": self.steps_per_epoch},
+                         "steps_per_epoch": self.steps_per_epoch,
+                         "processes": distributed.world_size()},
             "environment": environment(self.device)})
 
     def _write_outputs(self, result: RunResult) -> None:
@@ -680,7 +684,8 @@ def train(config: TrainConfig, callbacks: Sequence[Callback] = (), *,
 
     Returns:
         The :class:`RunResult`; with ``config.out`` set, the run folder holds checkpoints,
-        metrics, tables and plots.
+        metrics, tables and plots. Under torchrun (inside ``distributed.session()``): the
+        result on rank 0, None on the other ranks.
 
     Raises:
         TrainingDiverged: NaN/inf loss (the message names the epoch and step).

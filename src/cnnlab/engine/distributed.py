@@ -93,8 +93,12 @@ def session(device: str = "auto") -> Iterator[None]:
             raise UserError(f"device {device!r} requested but CUDA is not available here; use "
                             "--device cpu or auto")
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    timeout = datetime.timedelta(seconds=float(os.environ.get("CNNLAB_DIST_TIMEOUT_S",
-                                                              TIMEOUT_S)))
+    text = os.environ.get("CNNLAB_DIST_TIMEOUT_S", str(TIMEOUT_S))
+    try:
+        timeout = datetime.timedelta(seconds=float(text))
+    except ValueError:
+        raise UserError(f"CNNLAB_DIST_TIMEOUT_S must be a number of seconds, not {text!r}"
+                        ) from None
     dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
     try:
         yield
@@ -103,6 +107,8 @@ def session(device: str = "auto") -> Iterator[None]:
             time.sleep(GRACE_S)  # rank 0 reports it (every rank checks the same settings)
         raise
     except KeyboardInterrupt:
+        if not is_main():  # before training began (later ones are TrainingInterrupted)
+            raise SystemExit(130) from None
         raise
     except BaseException as exc:
         if not (isinstance(exc, SystemExit) and exc.code in (0, None)):
@@ -281,7 +287,8 @@ def launch(nproc: int, argv: Sequence[str], threads: int | None = None) -> int:
         if name.startswith(("torch.distributed.elastic", "torch.distributed.launcher",
                             "torch.distributed.run")):
             logging.getLogger(name).setLevel(logging.CRITICAL)
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads or 1))
+    omp = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = omp or str(threads or 1)  # torchrun warns when it is unset
     args = torchrun.parse_args(["--standalone", f"--nproc-per-node={nproc}", "--module",
                                 "cnnlab", *argv])
     try:
@@ -298,4 +305,7 @@ def launch(nproc: int, argv: Sequence[str], threads: int | None = None) -> int:
         print(f"cnnlab: error: rank {r} (pid {failure.pid}) {how}; torchrun stopped the other "
               f"ranks", file=sys.stderr, flush=True)
         return 1
+    finally:
+        if omp is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
     return 0

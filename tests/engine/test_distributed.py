@@ -98,7 +98,8 @@ def test_two_ranks_train_the_weights_of_one_process_with_the_global_batch(data, 
     h1 = json.loads((out1 / "metrics.json").read_text())["history"]
     h2 = json.loads((out2 / "metrics.json").read_text())["history"]
     # the epoch's loss and accuracy are over all 1,024 images (summed over both ranks)
-    assert h2[0]["train_accuracy"] == h1[0]["train_accuracy"]
+    # (a near-tie's argmax may flip with the last bits of the weights: one image of slack)
+    assert h2[0]["train_accuracy"] == pytest.approx(h1[0]["train_accuracy"], abs=1.01 / 1024)
     assert h2[0]["train_loss"] == pytest.approx(h1[0]["train_loss"], abs=1e-6)
     assert load_checkpoint(out2 / "checkpoint.pt")["world_size"] == 2
     assert load_checkpoint(out1 / "checkpoint.pt")["world_size"] == 1

@@ -51,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = _build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
+    args.argv = argv  # what a command that relaunches itself (train --nproc-per-node) passes on
     _malloc.tune()  # every command: freed tensor memory stays in the process (see _malloc)
     warnings.formatwarning = _one_line_warning
     try:

@@ -31,6 +31,11 @@ outputs in --out: metrics.json, history.csv, curves_loss.png, curves_accuracy.pn
 confusion_matrix.png, per_class.json/.csv, config.json (with versions, device, git commit),
 model.pt (final weights), best.pt (best validation epoch), checkpoint.pt (for --resume).
 Ctrl-C saves a checkpoint and exits with status 130; rerun with --resume to continue.
+
+several processes (data parallel, torch.distributed): add --nproc-per-node N (CPU: gloo, each
+process with --threads, default 1; CUDA: NCCL, one GPU per process), or run
+  torchrun --nproc-per-node N [torchrun's multi-node flags] -m cnnlab train ...
+--batch-size is the global batch: each process trains on 1/N of it. Resume with the same N.
 """
 
 
@@ -85,7 +90,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         f"pad=reflect|zero,rotate=DEG,cutout=PX' (default {d.augment})")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help=f"default {d.epochs}")
-    g.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
+    g.add_argument("--batch-size", type=int,
+                   help=f"global batch: images per step over all processes (default "
+                        f"{d.batch_size})")
     g.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr})")
     g.add_argument("--optimizer", choices=OPTIMIZERS, help=f"default {d.optimizer} (Nesterov)")
     g.add_argument("--momentum", type=float,
@@ -112,6 +119,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="evaluate with horizontal-flip test-time augmentation")
     g.add_argument("--eval-batch-size", type=int, help=f"default {d.eval_batch_size}")
     add_threads_option(g)
+    g = p.add_argument_group("several processes (torch.distributed)")
+    g.add_argument("--nproc-per-node", type=int, metavar="N",
+                   help="train on N processes of this machine, launched through torchrun "
+                        "(gloo on the CPU, NCCL on CUDA); for several machines run torchrun "
+                        "yourself: torchrun ... -m cnnlab train ...")
+    g.add_argument("--sync-bn", action="store_true",
+                   help="with several processes: BatchNorm statistics over the global batch "
+                        "(SyncBatchNorm; CUDA only)")
     g = p.add_argument_group("outputs")
     g.add_argument("--out", help="run folder (required)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -126,7 +141,8 @@ def build_config(args: argparse.Namespace):
     """The TrainConfig for parsed arguments: saved settings (with --resume), then explicit ones."""
     from cnnlab.engine.config import TrainConfig
 
-    given = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    given = {k: v for k, v in vars(args).items()
+             if k not in ("func", "command", "argv", "nproc_per_node")}
     if given.get("threads") is None:
         given.pop("threads", None)
     if "model_kwargs" in given:
@@ -147,15 +163,22 @@ def build_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
 
-    from cnnlab.engine import TrainingInterrupted, train
+    from cnnlab.engine import TrainingInterrupted, distributed, train
 
     apply_threads(args)
-    config = build_config(args)
-    try:
-        result = train(config)
-    except TrainingInterrupted as exc:
-        print(f"cnnlab: {exc.message}", file=sys.stderr)
-        return 130
+    config = build_config(args)  # bad settings fail here, before any process is started
+    if getattr(args, "nproc_per_node", None) is not None:
+        argv = distributed.split_nproc(getattr(args, "argv", None) or sys.argv[1:])[1]
+        return distributed.launch(args.nproc_per_node, argv, getattr(args, "threads", None))
+    with distributed.session(config.device):  # joins torchrun's process group, if any
+        try:
+            result = train(config)
+        except TrainingInterrupted as exc:
+            if distributed.is_main():
+                print(f"cnnlab: {exc.message}", file=sys.stderr)
+            return 130
+    if result is None:  # a rank other than 0: rank 0 reports
+        return 0
     best = ("" if result.best_val_accuracy is None else f", best validation accuracy "
             f"{result.best_val_accuracy:.4f} at epoch {result.best_epoch}")
     print(f"test accuracy {result.test_accuracy:.4f}{best}; {result.images_per_s:,.0f} images/s, "

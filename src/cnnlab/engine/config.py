@@ -69,7 +69,8 @@ class TrainConfig:
 
     # optimisation
     epochs: int = 10  # passes over the training split
-    batch_size: int = 256  # images per step (the last partial batch of each epoch is dropped)
+    batch_size: int = 256  # images per step over all processes (the last partial batch of
+    #                        each epoch is dropped); with N processes each trains on 1/N of it
     lr: float = 0.1  # peak learning rate (per step, no batch-size scaling applied)
     optimizer: str = "sgd"  # sgd (Nesterov momentum) | adamw
     momentum: float = 0.9  # SGD momentum; AdamW beta1
@@ -92,6 +93,8 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads (None: the process's setting, not chosen);
     #                             an exact resume needs the run's own number
     tta: bool = False  # evaluate val/test on the image and its mirror image (mean of the logits)
+    sync_bn: bool = False  # with several processes (CUDA): BatchNorm statistics over the global
+    #                        batch (SyncBatchNorm) instead of each rank's part
 
     # outputs
     out: str | None = None  # run directory (checkpoints, metrics, plots); None writes nothing
@@ -174,6 +177,9 @@ class TrainConfig:
                     ignore: frozenset[str] = RESUME_IGNORED) -> dict[str, tuple[Any, Any]]:
         """``{key: (self's value, other's value)}`` for every result-changing key that differs."""
         theirs = other.to_dict() if isinstance(other, TrainConfig) else dict(other)
+        # a key the other side lacks (saved before the key existed) had its default
+        theirs = {**{f.name: f.default for f in dataclasses.fields(self)
+                     if f.default is not dataclasses.MISSING}, **theirs}
         mine = self.to_dict()
         keys = (set(mine) | set(theirs)) - ignore
         return {k: (mine.get(k), theirs.get(k)) for k in sorted(keys)

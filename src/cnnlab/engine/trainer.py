@@ -17,6 +17,9 @@ Design (why it is fast on a GPU and exact on the CPU):
   runs differ in the last bits.
 - Ctrl-C is deferred to the next step boundary, where the model, optimiser and BatchNorm
   statistics are consistent, and saved there; a second Ctrl-C interrupts at once.
+- Under torchrun (several processes) the same loop runs on every rank; the calls into
+  :mod:`cnnlab.engine.distributed` shard each global batch, reduce the epoch sums, and keep
+  evaluation and every file to rank 0 (they do nothing in a single process).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from cnnlab import _io
 from cnnlab.analysis.params import count_parameters
 from cnnlab.data import Augment, Dataset, Splits, load_dataset, make_splits
 from cnnlab.engine import checkpoint as ckpt_io
+from cnnlab.engine import distributed
 from cnnlab.engine import outputs
 from cnnlab.engine.callbacks import Callback, EpochLogger, Event, ProgressBar, TensorBoardLogger
 from cnnlab.engine.config import TrainConfig
@@ -166,7 +170,7 @@ class Trainer:
             from cnnlab import models
 
             models.model_info(config.model)  # an unknown name fails before anything is written
-        self.device = resolve_device(config.device)
+        self.device = distributed.local_device(resolve_device(config.device))
         cuda = self.device.type == "cuda"
         self.amp = cuda if config.amp is None else config.amp
         self.channels_last = cuda if config.channels_last is None else config.channels_last
@@ -191,7 +195,7 @@ class Trainer:
         n_train = len(self.splits.train_labels)
         if n_train == 0:
             raise UserError("no training images left after the subset and validation split")
-        self.batch_size = min(config.batch_size, n_train)
+        self.batch_size = distributed.global_batch(config.batch_size, n_train)  # all ranks
         self.steps_per_epoch = n_train // self.batch_size
         self.total_steps = self.steps_per_epoch * config.epochs
         self.augment = augment.scaled(config.resolution).check_fits(self.splits.image_size)
@@ -199,13 +203,13 @@ class Trainer:
         # model, optimiser, EMA
         if model is None:
             model = self._create_model()
-        self.model = model.to(self.device)
+        self.model = distributed.prepare_model(model.to(self.device), config.sync_bn, self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.model, config, self.device)
         self.ema = EMA(self.model, config.ema) if config.ema > 0 else None
-        self._forward = (torch.compile(self.model, mode=config.compile) if config.compile
-                         else self.model)
+        ddp = distributed.wrap(self.model, self.device)  # the module itself otherwise
+        self._forward = torch.compile(ddp, mode=config.compile) if config.compile else ddp
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
         # loop state (all of it is in the checkpoint)
@@ -229,12 +233,13 @@ class Trainer:
         self._at_boundary = True
 
         self.callbacks: list[Callback] = list(callbacks)
-        if log:
+        if log and distributed.is_main():
             self.callbacks.append(EpochLogger() if config.quiet else ProgressBar())
         if config.tensorboard:
             if self.out is None:
                 raise UserError("--tensorboard needs an output directory (--out)")
-            self.callbacks.append(TensorBoardLogger(str(self.out / "tensorboard")))
+            if distributed.is_main():
+                self.callbacks.append(TensorBoardLogger(str(self.out / "tensorboard")))
         if config.resume:
             self._resume()
 
@@ -295,11 +300,11 @@ class Trainer:
             TrainingDiverged: the loss became NaN or infinite (the last checkpoint is kept).
             TrainingInterrupted: Ctrl-C; a checkpoint was saved (see its message).
         """
-        if self.out is not None:  # created only now: bad settings leave no folder
+        if self.out is not None and distributed.is_main():  # only now: bad settings leave none
             self._open_out()
         try:
             with self._determinism(), self._deferred_sigint():
-                if self.out is not None:
+                if self.out is not None and distributed.is_main():
                     self._write_config()
                 self._fire(Event.TRAIN_BEGIN)
                 try:
@@ -308,14 +313,14 @@ class Trainer:
                         self._end_epoch()
                 except KeyboardInterrupt as exc:
                     raise self._on_interrupt() from exc
-                self.result = self._finish()
+                self.result = self._finish() if distributed.is_main() else None
                 self._fire(Event.TRAIN_END)
         except BaseException as exc:
             for cb in self.callbacks:
                 cb.on_exception(self, exc)
             raise
         finally:
-            if self.out is not None:
+            if self.out is not None and distributed.is_main():
                 _io.release_dir(self.out)
         return self.result
 
@@ -336,8 +341,9 @@ class Trainer:
         e, bs = self.epoch, self.batch_size
         if self.step_in_epoch == 0:
             # fresh streams for this epoch (a mid-epoch resume restored their states instead)
-            torch.manual_seed(ckpt_io.derive_seed(cfg.seed, e, "global"))
-            self._aug_gen.manual_seed(ckpt_io.derive_seed(cfg.seed, e, "augment"))
+            torch.manual_seed(distributed.rank_seed(ckpt_io.derive_seed(cfg.seed, e, "global")))
+            self._aug_gen.manual_seed(distributed.rank_seed(ckpt_io.derive_seed(cfg.seed, e,
+                                                                                "augment")))
             self._new_epoch_accumulators()
             self._fire(Event.EPOCH_BEGIN)
         shuffle = torch.Generator(device=dev)
@@ -349,7 +355,7 @@ class Trainer:
         self._loop_start = t0 = time.perf_counter()
         for k in range(self.step_in_epoch, self.steps_per_epoch):
             self._check_interrupt()
-            idx = perm[k * bs:(k + 1) * bs]
+            idx = distributed.shard(perm[k * bs:(k + 1) * bs])  # this rank's part
             x = self.augment(sp.train_images[idx], sp.mean, sp.std, self._aug_gen)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -397,20 +403,23 @@ class Trainer:
         t0 = time.perf_counter()
         sp = self.splits
         self.val = None
-        if len(sp.val_labels):
+        if len(sp.val_labels) and distributed.is_main():
             self.val = self.evaluate(sp.val_images, sp.val_labels)
         self._fire(Event.VALIDATION_END)
-        stats = torch.stack([self._loss_sum.double(), self._correct.double()]).cpu()
+        stats = distributed.all_sum(torch.stack([self._loss_sum.double(), self._correct.double(),
+                                                 torch.full_like(self._loss_sum, self._seen,
+                                                                 dtype=torch.float64)])).cpu()
+        seen = float(stats[2])  # over all ranks
         row = {
             "epoch": self.epoch + 1,
-            "train_loss": float(stats[0]) / self._seen,
-            "train_accuracy": float(stats[1]) / self._seen,
+            "train_loss": float(stats[0]) / seen,
+            "train_accuracy": float(stats[1]) / seen,
             "val_loss": self.val.loss if self.val else None,
             "val_accuracy": self.val.accuracy if self.val else None,
             "lr": self.lr,
             "epoch_time_s": self._epoch_train_s + time.perf_counter() - t0,  # train + validation
             "train_time_s": self._epoch_train_s,
-            "images_per_s": self._seen / max(self._epoch_train_s, 1e-9),
+            "images_per_s": seen / max(self._epoch_train_s, 1e-9),
         }
         self.history.append(row)
         if self.val is not None and (self.best_val_accuracy is None
@@ -421,7 +430,8 @@ class Trainer:
         self.epoch += 1
         self.step_in_epoch = 0
         self._fire(Event.EPOCH_END)
-        if self.out is not None:
+        self.should_stop = distributed.any_rank(self.should_stop)  # rank 0's val decides
+        if self.out is not None and distributed.is_main():
             ckpt_io.atomic_save(self._state(), self.out / ckpt_io.CHECKPOINT)
             outputs.write_csv(self.out / "history.csv", self.history, outputs.HISTORY_COLUMNS)
 
@@ -440,7 +450,7 @@ class Trainer:
         seen = max(self._seen, 1)
         elapsed = max(time.perf_counter() - self._session_start, 1e-9)
         return {"loss": float(stats[0]) / seen, "accuracy": float(stats[1]) / seen,
-                "images_per_s": self._session_seen / elapsed}
+                "images_per_s": self._session_seen * distributed.world_size() / elapsed}
 
     def _check_finite(self) -> None:
         """Raise TrainingDiverged at the first non-finite loss not yet checked (one sync)."""
@@ -522,7 +532,8 @@ class Trainer:
             "resolved": {"device": str(self.device), "amp": self.amp,
                          "channels_last": self.channels_last, "batch_size": self.batch_size,
                          "steps_per_epoch": self.steps_per_epoch,
-                         "threads": torch.get_num_threads()},
+                         "threads": torch.get_num_threads(),
+                         "processes": distributed.world_size()},
             "environment": environment(self.device)})
 
     def _write_outputs(self, result: RunResult) -> None:
@@ -557,9 +568,10 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "wall_time_s": self._prior_wall_s + time.perf_counter() - self._wall_start,
             "threads": torch.get_num_threads(),  # an exact resume needs the same number
+            "world_size": distributed.world_size(),
         }
         if mid_epoch:
-            state["mid_epoch"] = {
+            state["mid_epoch"] = distributed.gather({  # every rank's streams, on rank 0
                 "loss_sum": self._loss_sum, "correct": self._correct, "seen": self._seen,
                 "step_losses": self._step_losses, "checked": self._checked,
                 "epoch_train_s": self._epoch_train_s + (
@@ -569,7 +581,7 @@ class Trainer:
                 "cpu_rng": torch.get_rng_state(),
                 "cuda_rng": (torch.cuda.get_rng_state(self.device) if self.device.type == "cuda"
                              else None),
-            }
+            })
         return state
 
     def _cb_key(self, i: int) -> str:
@@ -579,7 +591,8 @@ class Trainer:
     def _resume(self) -> None:
         path = self.out / ckpt_io.CHECKPOINT
         if not path.exists():
-            print(f"cnnlab: no checkpoint in {self.out}; starting from scratch", flush=True)
+            if distributed.is_main():
+                print(f"cnnlab: no checkpoint in {self.out}; starting from scratch", flush=True)
             return
         state = ckpt_io.load_checkpoint(path, self.device)
         diff = self.config.differences(state["config"])
@@ -589,6 +602,7 @@ class Trainer:
             raise UserError(f"cannot resume {self.out}: the settings differ from the saved run "
                             f"({listed}); use the saved settings or another --out")
         self._check_resume_threads(state.get("threads"))
+        distributed.check_resume(state.get("world_size", 1), self.out)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:
@@ -603,7 +617,7 @@ class Trainer:
         self.history = list(state["history"])
         self.best_val_accuracy, self.best_epoch = state["best_val_accuracy"], state["best_epoch"]
         self._prior_wall_s = state["wall_time_s"]
-        mid = state.get("mid_epoch")
+        mid = distributed.own(state.get("mid_epoch"))
         if mid is not None:
             self._loss_sum, self._correct = mid["loss_sum"], mid["correct"]
             self._seen, self._checked = mid["seen"], mid["checked"]
@@ -636,7 +650,9 @@ class Trainer:
         if self._at_boundary:
             self._check_finite()  # never save diverged weights
             self._check_state_finite()
-            ckpt_io.atomic_save(self._state(mid_epoch=self.step_in_epoch > 0), path)
+            state = self._state(mid_epoch=self.step_in_epoch > 0)  # on every rank (gathers)
+            if distributed.is_main():
+                ckpt_io.atomic_save(state, path)
             where = (f"epoch {self.epoch + 1} step {self.step_in_epoch}/{self.steps_per_epoch}"
                      if self.step_in_epoch else f"the end of epoch {self.epoch}")
             return TrainingInterrupted(f"interrupted; saved a checkpoint at {where} in {path}; "
@@ -650,7 +666,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- process-wide settings
     def _check_interrupt(self) -> None:
-        if self._interrupt_requested:
+        if distributed.any_rank(self._interrupt_requested):  # all ranks stop at the same step
             self._interrupt_requested = False
             raise KeyboardInterrupt
 
@@ -719,7 +735,8 @@ def train(config: TrainConfig, callbacks: Sequence[Callback] = (), *,
 
     Returns:
         The :class:`RunResult`; with ``config.out`` set, the run folder holds checkpoints,
-        metrics, tables and plots.
+        metrics, tables and plots. Under torchrun (inside ``distributed.session()``): the
+        result on rank 0, None on the other ranks.
 
     Raises:
         TrainingDiverged: NaN/inf loss (the message names the epoch and step).

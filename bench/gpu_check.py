@@ -10,7 +10,8 @@ stages after it still run):
    MobileNetV2-CIFAR) at several batch sizes and precisions. Goal: cnnlab >= 2x the plain loop.
 3. ``accuracy``: the 30-second MobileNetV2 recipe on CIFAR-10. Goal: >= 90% in <= 30 s.
 4. ``study``: a reduced CIFAR-10 MobileNet study (``cnnlab study mobilenet``), the whole training
-   set for 3 epochs, one seed (three on the reference runs); it reuses finished runs if run again into the same folder.
+   set for 3 epochs, one seed (three on the reference runs); run again into the same folder,
+   it reuses finished runs.
 
 Everything lands in ``OUT``, flat, so that the device tool brings it back (at most 8 files):
 ``summary.json`` (each stage's command, exit status, seconds, and the goals' numbers),

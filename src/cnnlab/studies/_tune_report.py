@@ -67,6 +67,7 @@ def _slice_figure(study):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", UserWarning)  # a parameter with one value: flat axis
         axes = optuna.visualization.matplotlib.plot_slice(study)
     first = np.ravel(axes)[0] if isinstance(axes, np.ndarray) else axes
     fig = first.figure

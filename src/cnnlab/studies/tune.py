@@ -154,6 +154,14 @@ def redact(url: str) -> str:
         return url.split("://", 1)[0] + "://..."
 
 
+def engine_url(url: str) -> str:
+    """``postgresql://`` means psycopg2 (the driver cnnlab installs); SQLAlchemy 2.1 would pick
+    psycopg 3 for a URL without a driver."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg2://" + url.split("://", 1)[1]
+    return url
+
+
 def open_storage(url: str) -> Any:
     """An Optuna RDB storage with a heartbeat (dead workers' trials are failed and retried).
 
@@ -171,7 +179,7 @@ def open_storage(url: str) -> Any:
         with warnings.catch_warnings():  # the heartbeat is marked experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
-                url, engine_kwargs=kwargs, heartbeat_interval=5, grace_period=30,
+                engine_url(url), engine_kwargs=kwargs, heartbeat_interval=5, grace_period=30,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                     max_retry=1))
     except Exception as exc:  # sqlalchemy's errors (OperationalError, ArgumentError, ...)
@@ -497,7 +505,9 @@ def importances(study: Any) -> dict[str, float]:
     if len(done) < 2 or len({t.value for t in done}) < 2:
         return {}
     try:
-        return dict(optuna.importance.get_param_importances(study))
+        with warnings.catch_warnings():  # "few trials in a regime": the report says how many
+            warnings.simplefilter("ignore", UserWarning)
+            return dict(optuna.importance.get_param_importances(study))
     except (RuntimeError, ValueError) as exc:  # e.g. no parameter present in every trial
         print(f"cnnlab tune: no importances: {exc}", flush=True)
         return {}

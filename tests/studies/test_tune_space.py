@@ -132,3 +132,16 @@ def test_bad_options_are_one_line_exit_2(tmp_path, capsys, extra, needle):
                  *extra])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_a_rerun_with_other_settings_is_refused(tmp_path):
+    from cnnlab.errors import UserError
+    from cnnlab.studies.tune import TuneConfig, _open_study
+
+    cfg = TuneConfig(space=str(COURSE), out=str(tmp_path), trials=1)
+    space = load_space(COURSE)
+    _open_study(cfg, space, cfg.study_name, "tpe", "hyperband")
+    _open_study(cfg, space, cfg.study_name, "tpe", "hyperband")  # the same settings: fine
+    cfg.max_epochs = 9
+    with pytest.raises(UserError, match="was started with other settings"):
+        _open_study(cfg, space, cfg.study_name, "tpe", "hyperband")

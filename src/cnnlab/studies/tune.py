@@ -187,9 +187,9 @@ def open_storage(url: str) -> Any:
         raise UserError(f"cannot use storage {redact(url)}: {first}") from None
 
 
-def _settings(cfg: TuneConfig, space: Space) -> dict[str, Any]:
+def _settings(cfg: TuneConfig, space: Space, pruner: str) -> dict[str, Any]:
     """What must agree between a study and a rerun that continues it."""
-    return {"space": {"model": space.model, "fixed": space.fixed,
+    return {"pruner": pruner, "space": {"model": space.model, "fixed": space.fixed,
                       "params": [dataclasses.asdict(p) for p in space.params]},
             "dataset": cfg.dataset, "max_epochs": cfg.max_epochs, "min_epochs": cfg.min_epochs,
             "reduction_factor": cfg.reduction_factor, "subset": cfg.subset,
@@ -226,7 +226,7 @@ def _open_study(cfg: TuneConfig, space: Space, name: str, sampler: str, pruner: 
     import optuna
 
     storage = open_storage(cfg.storage_url)
-    settings = _settings(cfg, space)
+    settings = _settings(cfg, space, pruner)
     try:
         study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
                                     sampler=_make_sampler(sampler, cfg.seed + worker),
@@ -240,7 +240,7 @@ def _open_study(cfg: TuneConfig, space: Space, name: str, sampler: str, pruner: 
         study.set_user_attr("settings", json.loads(json.dumps(settings, default=str)))
     elif key != _settings_key(settings):
         raise UserError(f"study {name!r} in {redact(cfg.storage_url)} was started with other "
-                        "settings (space, data set, epochs or seed); continue it with the same "
+                        "settings (space, data set, epochs, pruner or seed); continue it with the same "
                         "ones, or use another --out / --study-name")
     return study
 

@@ -422,14 +422,17 @@ def _work(cfg: TuneConfig, worker: int, name: str, sampler: str, pruner: str,
     dataset = load_dataset(cfg.dataset, data_dir=cfg.data_dir, cache_dir=cfg.cache_dir)
     study = _open_study(cfg, space, name, sampler, pruner, worker)
     objective = _objective(cfg, space, dataset)
-    while not _reached(study, goal, cfg.max_epochs):
-        study.optimize(objective, n_trials=1, catch=(UserError,), gc_after_trial=False)
-        t = study.get_trials(deepcopy=False)[-1]
+
+    def say(study: Any, t: Any) -> None:  # Optuna hands over this worker's finished trial
         print(f"cnnlab tune: [{name} w{worker}] trial {t.number} {t.state.name.lower()} after "
               f"{len(t.intermediate_values)} epoch(s)"
               + (f", val acc {t.value:.4f}" if t.value is not None else "")
-              + (f" ({t.user_attrs['fail_reason']})" if t.state.name == "FAIL"
-                 and "fail_reason" in t.user_attrs else ""), flush=True)
+              + (f" ({t.user_attrs['fail_reason']})" if "fail_reason" in t.user_attrs else ""),
+              flush=True)
+
+    while not _reached(study, goal, cfg.max_epochs):
+        study.optimize(objective, n_trials=1, catch=(UserError,), callbacks=[say],
+                       gc_after_trial=False)
 
 
 def _worker_main(cfg: TuneConfig, worker: int, name: str, sampler: str, pruner: str,

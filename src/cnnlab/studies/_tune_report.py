@@ -158,7 +158,7 @@ def write(result: Any, space: Any, study: Any, timing: dict[str, float]) -> dict
         ("duration_s", "s", lambda v: "-" if v is None else f"{v:.1f}"),
         ("reason", "why stopped / failed", lambda v: v or "-"),
     ], caption="Every trial; pruned trials stopped after the epochs shown; 'val acc' is the "
-               "final epoch's validation accuracy of completed trials.")
+               "validation accuracy of the last epoch each trial trained.")
 
     rep.section("Best so far against epochs spent")
     rep.figure(_plot_best(rows, result.random_trials), "best_so_far",

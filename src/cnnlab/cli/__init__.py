@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("cnnlab.cli.models", "list the registered models with their parameter counts"),
     "train": ("cnnlab.cli.train", "train a model on CIFAR-10 or Fashion-MNIST"),
     "study": ("cnnlab.cli.study", "end-to-end studies that write a report"),
+    "tune": ("cnnlab.cli.tune", "Hyperband hyperparameter search (Optuna), resumable, many workers"),
     "explain": ("cnnlab.cli.explain", "Grad-CAM / Guided Backprop explanations and their sanity checks"),
 }
 

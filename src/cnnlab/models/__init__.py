@@ -14,7 +14,14 @@ Every model maps ``(N, C, H, W)`` images to ``(N, num_classes)`` logits, checks 
 (``classifier[-1]`` is the final Linear). No layer is in-place, so module hooks are safe.
 """
 
-from cnnlab.models import mobilenet_v1, mobilenet_v2, resnet_cifar, text, vgg  # noqa: F401  (registers)
+from cnnlab.models import (  # noqa: F401  (registers)
+    mobilenet_v1,
+    mobilenet_v2,
+    resnet_cifar,
+    stacked_cnn,
+    text,
+    vgg,
+)
 from cnnlab.models._layers import init_weights, make_divisible, resolve_act, resolve_norm
 from cnnlab.models._registry import ModelInfo, create, list_models, model_info, register_model
 

@@ -1,0 +1,90 @@
+"""The goals of ``cnnlab tune`` (issue 16), measured in one run on Fashion-MNIST:
+
+1. the tuned CNN against the README's ``compact_cnn`` recipe at the same training epochs (test
+   accuracy, each trained on the same training images, tested once);
+2. Hyperband against random search without pruning on the same epoch budget: the epochs
+   Hyperband needed to reach the random search's final best validation accuracy (goal <= 0.5x);
+3. trials per minute of 2 local workers against 1 on the same machine (goal >= 1.7x on 2 cores).
+
+    python bench/tune_goals.py --out runs/tune-goals [--space examples/tune/course_space.yaml]
+        [--subset N] [--max-epochs 7] [--trials 30] [--speed-trials 8]
+
+Everything runs in this process's machine, one search after the other; the reference of each
+ratio is measured in the same run. Prints one line per goal and writes ``goals.json`` in --out
+(the tuned search's own report is in OUT/search/report.html).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from cnnlab.engine import TrainConfig, train
+from cnnlab.provenance import environment
+from cnnlab.studies._tune_report import epochs_to_reach
+from cnnlab.studies.tune import TuneConfig, tune
+
+
+def _throughput(args, workers: int) -> float:
+    out = Path(args.out) / f"speed-{workers}w"
+    cfg = TuneConfig(space=args.space, out=str(out), subset=args.subset, max_epochs=2,
+                     trials=args.speed_trials, workers=workers, threads=args.threads,
+                     pruner="none", sampler="random", device="cpu", retrain=False,
+                     seed=args.seed)
+    t0 = time.perf_counter()
+    r = tune(cfg)
+    minutes = (time.perf_counter() - t0) / 60
+    done = sum(t["state"] in ("complete", "pruned", "fail") for t in r.trials)
+    return done / minutes
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--space", default="examples/tune/course_space.yaml")
+    p.add_argument("--subset", type=int, default=None)
+    p.add_argument("--max-epochs", type=int, default=7)
+    p.add_argument("--trials", type=int, default=30)
+    p.add_argument("--speed-trials", type=int, default=8)
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    out = Path(args.out)
+    res: dict = {"args": vars(args), "environment": environment()}
+
+    search = tune(TuneConfig(space=args.space, out=str(out / "search"), subset=args.subset,
+                             max_epochs=args.max_epochs, trials=args.trials, threads=args.threads,
+                             device="cpu", compare_random=True, seed=args.seed))
+    # 1. the README's compact_cnn recipe at the tuned model's epochs, on the same images
+    base = train(TrainConfig(model="compact_cnn", dataset="fashion-mnist", epochs=args.max_epochs,
+                             batch_size=128, lr=0.2, augment="flip", val_fraction=0,
+                             subset=args.subset, split_seed=args.seed, seed=args.seed,
+                             device="cpu", quiet=True), log=False)
+    tuned = search.final["test_accuracy"] if search.final else None
+    res["accuracy"] = {"tuned_test_accuracy": tuned, "compact_cnn_test_accuracy":
+                       base.test_accuracy, "epochs": args.max_epochs}
+    print(f"1. tuned {tuned} vs compact_cnn {base.test_accuracy:.4f} test accuracy at "
+          f"{args.max_epochs} epochs (difference {None if tuned is None else tuned - base.test_accuracy})")
+    # 2. Hyperband vs random search on the same epoch budget
+    rr = search.random_trials or []
+    rbest = max((t["value"] for t in rr if t["state"] == "complete"), default=None)
+    r_epochs = sum(t["epochs"] for t in rr)
+    reach = epochs_to_reach(search.trials, rbest) if rbest is not None else None
+    res["hyperband_vs_random"] = {"random_best_val": rbest, "random_epochs": r_epochs,
+                                  "hyperband_epochs_to_reach": reach,
+                                  "ratio": None if reach is None else reach / r_epochs}
+    print(f"2. random search best val {rbest} after {r_epochs} epochs; Hyperband reached it after "
+          f"{reach} epochs (ratio {res['hyperband_vs_random']['ratio']}; goal <= 0.5)")
+    # 3. trials per minute, 1 worker vs 2
+    one, two = _throughput(args, 1), _throughput(args, 2)
+    res["workers"] = {"trials_per_min_1": one, "trials_per_min_2": two, "ratio": two / one}
+    print(f"3. trials/min: 1 worker {one:.2f}, 2 workers {two:.2f}, ratio {two / one:.2f} "
+          "(goal >= 1.7)")
+    (out / "goals.json").write_text(json.dumps(res, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Real searches on a Fashion-MNIST subset with SQLite: end to end, NaN trials, resume after SIGINT."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from cnnlab.studies._tune_hyperband import brackets
+from cnnlab.studies.tune import DB_NAME, TuneConfig, tune
+
+from ._tune_helpers import expected_keys, need_fashion_mnist, write_space
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _cfg(tmp_path: Path, space: Path | None = None, **over) -> TuneConfig:
+    base = dict(space=str(space or write_space(tmp_path)), out=str(tmp_path / "out"), subset=600,
+                max_epochs=3, reduction_factor=3, trials=6, threads=1, device="cpu", seed=0)
+    return TuneConfig(**{**base, **over})
+
+
+def test_tiny_search_end_to_end_sqlite(tmp_path):
+    need_fashion_mnist()
+    cfg = _cfg(tmp_path, trials=7)
+    result = tune(cfg)
+    out = Path(cfg.out)
+    assert (out / DB_NAME).is_file() and (out / "report.html").is_file()
+    study = optuna.load_study(study_name=cfg.study_name, storage=cfg.storage_url)
+    trials = study.get_trials()
+    assert len(trials) == len(result.trials) == 7
+    rungs = {b.index: b.rungs for b in brackets(3, 3)}  # {0: (1,), 1: ()}
+    for t, row in zip(trials, result.trials):
+        assert set(t.params) == expected_keys(t.params)
+        assert row["model_params"] > 0 and row["macs"] > 0
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            assert sorted(t.intermediate_values) == [1, 2, 3]
+            assert t.value == t.intermediate_values[3]
+        elif t.state == optuna.trial.TrialState.PRUNED:
+            # a pruned trial stopped exactly at one of its bracket's rungs
+            assert row["epochs"] in rungs[row["bracket"]] and "pruned after epoch" in row["reason"]
+    # the best configuration, retrained on train+validation with its active parameters only
+    final = json.loads((out / "final" / "config.json").read_text())["config"]
+    assert final["val_fraction"] == 0 and final["epochs"] == 3
+    assert final["model_kwargs"]["filters"] == result.best["values"]["filters"]
+    assert result.final["num_train"] == 600 and 0 <= result.final["test_accuracy"] <= 1
+    md = (out / "report.md").read_text()
+    for heading in ("Hyperband brackets", "Trials", "Best so far", "What mattered"):
+        assert f"## {heading}" in md
+    saved = json.loads((out / "results.json").read_text())
+    assert [t["number"] for t in saved["trials"]] == list(range(7))
+
+
+def test_nan_trial_is_failed_with_reason_and_the_search_goes_on(tmp_path):
+    need_fashion_mnist()
+    text = write_space(tmp_path).read_text().replace("choices: [0.001, 0.003]",
+                                                     "choices: [0.001, 1.0e+30]")
+    space = write_space(tmp_path, text)
+    nan = {"conv_layers": 1, "filters_1": 4, "kernel_1": 3, "units_layers": 0, "lr": 1e30}
+    ok = {**nan, "lr": 0.001}
+    cfg = _cfg(tmp_path, space, trials=3, sampler="random", enqueue=[nan, ok], retrain=False)
+    result = tune(cfg)
+    first = result.trials[0]
+    assert first["state"] == "fail" and "training loss became" in first["reason"]
+    assert result.trials[1]["state"] == "complete"
+    assert len(result.trials) == 3  # the failed trial counts; the search went on to trial 2
+    assert result.best["number"] != 0
+
+
+@pytest.mark.slow
+def test_resume_after_sigint_loses_no_finished_trial(tmp_path):
+    need_fashion_mnist()
+    space = write_space(tmp_path)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "cnnlab", "tune", "--space", str(space), "--out", str(out),
+           "--subset", "1500", "--max-epochs", "3", "--trials", "4", "--threads", "1",
+           "--device", "cpu", "--pruner", "none", "--no-retrain"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    url = f"sqlite:///{out / DB_NAME}"
+    deadline = time.time() + 240
+    before = []
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        if not (out / DB_NAME).exists():
+            continue
+        try:
+            trials = optuna.load_study(study_name="cnnlab-tune", storage=url).get_trials()
+        except (KeyError, Exception):  # the study is still being created
+            continue
+        done = [t for t in trials if t.state.is_finished()]
+        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+        if len(done) >= 2 and running and running[0].intermediate_values:
+            before = done
+            proc.send_signal(signal.SIGINT)  # in the middle of a trial's second epoch or later
+            break
+    out1, _ = proc.communicate(timeout=120)
+    assert before, f"the search never got two trials done: {out1}"
+    assert proc.returncode == 130, out1
+    study = optuna.load_study(study_name="cnnlab-tune", storage=url)
+    after = {t.number: t for t in study.get_trials()}
+    for t in before:  # nothing finished was lost or changed
+        assert after[t.number].state == t.state and after[t.number].value == t.value
+    cut = [t for t in after.values() if t.state == optuna.trial.TrialState.FAIL]
+    assert cut and all("interrupted" in t.user_attrs["fail_reason"] for t in cut)
+    assert not [t for t in after.values() if t.state == optuna.trial.TrialState.RUNNING]
+
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "queued again" in res.stdout
+    final = {t.number: t for t in
+             optuna.load_study(study_name="cnnlab-tune", storage=url).get_trials()}
+    for t in before:
+        assert final[t.number].value == t.value
+    complete = [t for t in final.values() if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4  # --trials 4 reached; the interrupted trial did not count
+    retried = [t for t in complete if "retry_of" in t.user_attrs]
+    assert {t.user_attrs["retry_of"] for t in retried} == {t.number for t in cut}
+    for t in retried:  # the retry trained the same configuration
+        assert t.params == final[t.user_attrs["retry_of"]].params

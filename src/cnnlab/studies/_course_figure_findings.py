@@ -43,11 +43,17 @@ def mean_ci(values: Sequence[float], seed: int) -> tuple[float, float, float]:
 
 
 def _against(low: float, high: float, ref: float) -> str:
+    """``"above"``, ``"below"`` (the interval excludes ``ref``) or not distinguishable."""
     if low > ref:
         return "above"
     if high < ref:
         return "below"
     return NOT_DISTINGUISHABLE
+
+
+def _words(side: str) -> str:
+    return {"above": "above chance", "below": "below chance"}.get(
+        side, "not distinguishable from chance")
 
 
 def summary(rows: Sequence[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
@@ -90,11 +96,11 @@ def findings(table: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], se
             verdicts |= {v, ve}
             parts.append(
                 f"asked for the {t['asked']} class: pointing game {_fmt(t['pointing'])} "
-                f"(95% CI {_fmt(t['pointing_low'])}-{_fmt(t['pointing_high'])}, {v} chance), "
+                f"(95% CI {_fmt(t['pointing_low'])}-{_fmt(t['pointing_high'])}, {_words(v)}), "
                 f"energy inside its half {_fmt(t['energy'])} "
-                f"(CI {_fmt(t['energy_low'])}-{_fmt(t['energy_high'])}, {ve} chance)")
+                f"(CI {_fmt(t['energy_low'])}-{_fmt(t['energy_high'])}, {_words(ve)})")
         verdict = "above chance" if verdicts == {"above"} else (
-            "below chance" if verdicts == {"below"} else "mixed or within chance")
+            "below chance" if verdicts == {"below"} else "mixed, or not distinguishable from chance")
         out.append(Finding(
             f"{name} ({scope}, {lines[0]['n']} canvases): " + "; ".join(parts) + ".",
             verdict=verdict, section="localisation", headline=True,
@@ -112,7 +118,7 @@ def findings(table: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], se
     out.append(Finding(
         f"Rank correlation between a method's two maps of the same canvas ({scope}): "
         + ", ".join(f"{METHODS[k]} rho = {_fmt(t['rho'], False)} "
-                    f"(CI {_fmt(t['rho_low'], False)}-{_fmt(t['rho_high'], False)})"
+                    f"(CI {_fmt(t['rho_low'], False)} to {_fmt(t['rho_high'], False)})"
                     for k, t in rho.items())
         + f". Guided Backprop minus Grad-CAM, paired: {d:+.2f} (CI {lo:+.2f} to {hi:+.2f}, "
         f"{len(pairs)} canvases with both defined) -- {verdict} (the Grad-CAM paper: Guided "

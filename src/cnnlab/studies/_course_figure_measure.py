@@ -126,7 +126,7 @@ def measure(model, layer: str, images: np.ndarray, plan: Sequence[Composite],
             for i, row in enumerate(out):
                 for k, v in values.items():
                     item = v[i].item()
-                    row[f"{method}:{k}"] = None if isinstance(item, float) and item != item else item
+                    row[f"{method}:{k}"] = None if isinstance(item, float) and np.isnan(item) else item
                 row[f"{method}:rho"] = None if np.isnan(rho[i]) else float(rho[i])
         rows += out
         log(f"explained {len(rows)}/{len(plan)} canvases")

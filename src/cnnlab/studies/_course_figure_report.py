@@ -65,18 +65,18 @@ def layout(rep: Report, payload: dict[str, Any], figures: Sequence[tuple[Any, st
     rep.bullets(f"[{f.section}; {f.verdict}] {f.claim}" for f in findings)
     rep.section("Method")
     rep.bullets([
-        "Canvas: two CIFAR-10 test images side by side (32x64), pixels copied unchanged; half the "
+        ("Canvas: two CIFAR-10 test images side by side (32x64), pixels copied unchanged; half the "
         "canvases a cat and a dog, half two other distinct classes; sides and images drawn with "
-        f"seed {payload['seed']}.",
-        "Each method is asked once for the left half's true class and once for the right's. "
+        f"seed {payload['seed']}."),
+        ("Each method is asked once for the left half's true class and once for the right's. "
         "Grad-CAM / Grad-CAM++: the raw map ReLU(sum_k w_k A^k), bilinearly upsampled, not "
-        "normalised. Guided Backprop / Guided Grad-CAM: sum over channels of |gradient|.",
-        "Pointing game: a hit when the largest value inside the asked half is strictly larger "
+        "normalised. Guided Backprop / Guided Grad-CAM: sum over channels of |gradient|."),
+        ("Pointing game: a hit when the largest value inside the asked half is strictly larger "
         "than the largest outside it (an all-zero map is a miss). Energy share: the map's mass "
         "inside the asked half over its total (undefined for an all-zero map, left out). "
-        "Chance is 50% for both.",
-        "rho: Spearman's rank correlation over pixels between the method's map for the left "
-        "class and its map for the right class of the same canvas (1: the same ordering).",
-        "Intervals: 95% Wilson score for rates; 95% percentile bootstrap (2000 resamples) for "
-        "means and for the paired difference Guided Backprop rho minus Grad-CAM rho.",
+        "Chance is 50% for both."),
+        ("rho: Spearman's rank correlation over pixels between the method's map for the left "
+        "class and its map for the right class of the same canvas (1: the same ordering)."),
+        ("Intervals: 95% Wilson score for rates; 95% percentile bootstrap (2000 resamples) for "
+        "means and for the paired difference Guided Backprop rho minus Grad-CAM rho."),
     ])

@@ -32,8 +32,6 @@ from typing import Any
 
 from cnnlab.errors import UserError
 from cnnlab.studies import base, runner
-from cnnlab.studies._course_figure_findings import findings, summary
-from cnnlab.studies._course_figure_measure import COURSE_PAIR, METHODS, plan_composites
 
 TITLE = "The course's Grad-CAM figure on CIFAR-10: 'cat' and 'dog' in one image"
 MODEL = "resnet20"
@@ -129,7 +127,15 @@ def execute(session: runner.Session) -> base.Outcome:
     from cnnlab.data import normalize
     from cnnlab.explain import default_target_layer
     from cnnlab.explain.composite import check_accepts_canvas
-    from cnnlab.studies._course_figure_measure import canvases, figure_maps, measure
+    from cnnlab.studies._course_figure_findings import findings, summary
+    from cnnlab.studies._course_figure_measure import (
+        COURSE_PAIR,
+        METHODS,
+        canvases,
+        figure_maps,
+        measure,
+        plan_composites,
+    )
     from cnnlab.studies._course_figure_report import draw_figures, layout
 
     budget: Budget = session.budget  # type: ignore[assignment]
@@ -153,7 +159,7 @@ def execute(session: runner.Session) -> base.Outcome:
     rows = rows["rows"]
     if reused:
         session.log("composites: measured earlier with the same settings, reused")
-    cat, dog = (list(c.lower() for c in ds.classes).index(n) for n in COURSE_PAIR)
+    cat, dog = ([c.lower() for c in ds.classes].index(n) for n in COURSE_PAIR)
     shown = [c for c in plan if c.course_pair][: budget.figures]
     figures = []
     if shown:
@@ -175,16 +181,16 @@ def execute(session: runner.Session) -> base.Outcome:
                "summary_cat_dog": course_table, "both_halves_correct_alone": alone,
                "canvas": [ds.in_chans, h, 2 * w]}
     resolution = [
-        f"{budget.pairs} canvases ({len(course_rows)} cat/dog): a pointing-game rate's 95% "
+        (f"{budget.pairs} canvases ({len(course_rows)} cat/dog): a pointing-game rate's 95% "
         f"Wilson interval is at most about +-{100 * 0.98 / max(1, budget.pairs) ** 0.5:.0f} "
         "points wide, so rates closer than that to chance (50%) or to each other are not told "
-        "apart.",
-        f"One model ({info['model']}, test accuracy "
+        "apart."),
+        (f"One model ({info['model']}, test accuracy "
         f"{info['test_accuracy'] if info['test_accuracy'] is None else round(100 * info['test_accuracy'], 1)}"
         "% on its own test split): the intervals are over canvases, not over training seeds; "
-        "another model could localise differently.",
-        f"Both halves classified correctly on their own in {alone} of {len(rows)} canvases: the "
-        "metrics ask about the true class of each half whether or not the model recognises it.",
+        "another model could localise differently."),
+        (f"Both halves classified correctly on their own in {alone} of {len(rows)} canvases: the "
+        "metrics ask about the true class of each half whether or not the model recognises it."),
     ]
     return base.Outcome(payload=payload, rows=rows, findings=found, resolution=resolution,
                         layout=lambda rep: layout(rep, payload, figures, found))

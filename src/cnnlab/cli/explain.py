@@ -2,12 +2,15 @@
 
     cnnlab explain --checkpoint RUN_DIR --images test:0-7 --out DIR [--method ...] [--layer ...]
     cnnlab explain sanity --checkpoint RUN_DIR [--images test:0-15] --out DIR
+    cnnlab explain course-figure [--checkpoint RUN_DIR] [--pairs N] --out DIR
 
 Images are test-set indexes of the run's data set (``0,5,17``, ``test:0-7``, ``train:3``) or image
 files (resized to the model's input size, with a printed note). The first form writes, per
 image, the chosen method's picture and the course figure (original | Guided Backprop | Grad-CAM
 for two classes), plus ``explain.json``; ``sanity`` writes the cascading-randomisation plots, the
-deletion/insertion curves and ``sanity.json``.
+deletion/insertion curves and ``sanity.json``; ``course-figure`` runs the study
+:mod:`cnnlab.studies.course_figure` (a cat and a dog on one CIFAR-10 canvas, Grad-CAM vs Guided
+Backprop measured) and writes its report.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 
 # the choices live where the work is done
 from cnnlab.explain.pipeline import BASELINES, DEFAULT_SANITY_IMAGES, METHODS, WEIGHTS
+from cnnlab.studies.course_figure import BUDGETS as COURSE_BUDGETS
 
 EXAMPLES = """\
 examples:
@@ -24,6 +28,7 @@ examples:
   cnnlab explain --checkpoint runs/cifar --images 3,17 cat.jpg --method guided-gradcam \\
       --target cat --out runs/cifar/explain
   cnnlab explain sanity --checkpoint runs/fmnist --images test:0-15 --out runs/fmnist/sanity
+  cnnlab explain course-figure --pairs 400 --out runs/course-figure   # trains resnet20 once
 """
 
 
@@ -41,15 +46,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "action",
         nargs="?",
-        choices=["sanity"],
-        help="'sanity': run the sanity checks instead of drawing explanations",
+        choices=["sanity", "course-figure"],
+        help="'sanity': run the sanity checks instead of drawing explanations; "
+        "'course-figure': the course's cat/dog figure on two-class CIFAR-10 canvases, "
+        "measured (trains resnet20 when --checkpoint is not given)",
     )
     p.add_argument(
         "--checkpoint",
-        required=True,
         type=Path,
         metavar="RUN_DIR",
-        help="a 'cnnlab train --out' folder",
+        help="a 'cnnlab train --out' folder (required except for course-figure)",
     )
     p.add_argument(
         "--images",
@@ -118,12 +124,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="blur",
         help="what insertion starts from (default: blur)",
     )
+    c = p.add_argument_group("course-figure options")
+    c.add_argument("--pairs", type=int, default=None,
+                   help="two-class canvases to measure (default: the budget's, 400 for quick)")
+    c.add_argument("--budget", default=None, choices=list(COURSE_BUDGETS),
+                   help="training recipe and sizes of course-figure (default: quick)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Hand the parsed options to :func:`cnnlab.explain.pipeline.run`."""
-    from cnnlab.explain.pipeline import ExplainOptions, run as explain
+    """Hand the parsed options to :func:`cnnlab.explain.pipeline.run` (or, for course-figure,
+    to the study runner)."""
+    from cnnlab.errors import UserError
+    from cnnlab.explain.pipeline import ExplainOptions
+    from cnnlab.explain.pipeline import run as explain
+
+    if args.action == "course-figure":
+        return _course_figure(args)
+    if args.checkpoint is None:
+        raise UserError("--checkpoint is required (a 'cnnlab train --out' folder)")
 
     fields = ExplainOptions.__dataclass_fields__
     return explain(ExplainOptions(**{k: v for k, v in vars(args).items() if k in fields}))
+
+
+def _course_figure(args: argparse.Namespace) -> int:
+    from cnnlab.studies import get_study
+    from cnnlab.studies.runner import run as run_study
+
+    study = get_study("course-figure")
+    options = study.make_options(
+        data_dir=args.data_dir, budget=args.budget or study.default_budget, device=args.device,
+        out=str(args.out), checkpoint=str(args.checkpoint) if args.checkpoint else None,
+        pairs=args.pairs, seed=args.seed)
+    _, files = run_study(study, options)
+    print(f"report: {files['html']}")
+    return 0

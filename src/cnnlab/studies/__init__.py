@@ -16,6 +16,7 @@ import importlib
 STUDIES: dict[str, str] = {
     "mobilenet": "cnnlab.studies.mobilenet",
     "dynamics": "cnnlab.studies.dynamics",
+    "course-figure": "cnnlab.studies.course_figure",
 }
 
 

@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from cnnlab.studies.tune import TuneConfig, tune
 
-    fields = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    fields = {k: v for k, v in vars(args).items() if k not in ("func", "command", "argv")}
     result = tune(TuneConfig(**fields))
     if result.final:
         print(f"best trial #{result.best['number']}: val acc {result.best['value']:.4f}; "

@@ -303,13 +303,14 @@ def test_interrupted_run_resumes_to_the_same_logs_and_weights(tmp_path, monkeypa
     engine's checkpoint and ends with the logs and weights of an uninterrupted run (CPU)."""
     from cnnlab.engine import TrainingInterrupted
     from cnnlab.studies._dynamics_runs import RunSpec, TrainSettings, execute
+    from cnnlab.studies.store import RunStore
 
     ds = _toy()
     spec = RunSpec(key="r", section="symmetry", model="plain_cnn", depth=8, norm="bn",
                    act="relu", init="he", lr=0.05, epochs=2, filters=True)
     settings = TrainSettings(dataset="fashion-mnist", data_dir=None, subset=None,
                              resolution=1.0, batch_size=16, log_points=100, device="cpu")
-    whole = execute(spec, settings, ds, tmp_path / "whole", log=lambda s: None)
+    whole = execute(spec, settings, ds, RunStore(tmp_path / "whole"), log=lambda s: None)
     assert not whole["reused"]
 
     def interrupt(self, run):  # a real Ctrl-C after step 9 of 12 (epoch 2, step 3 of 6)
@@ -318,22 +319,22 @@ def test_interrupted_run_resumes_to_the_same_logs_and_weights(tmp_path, monkeypa
 
     monkeypatch.setattr(GradNormRecorder, "on_batch_end", interrupt, raising=False)
     with pytest.raises(TrainingInterrupted):
-        execute(spec, settings, ds, tmp_path / "cut", log=lambda s: None)
+        execute(spec, settings, ds, RunStore(tmp_path / "cut"), log=lambda s: None)
     monkeypatch.undo()
-    assert not (tmp_path / "cut" / "r" / "metrics.json").exists()
+    assert not (tmp_path / "cut" / "runs" / "r" / "metrics.json").exists()
     lines = []
-    resumed = execute(spec, settings, ds, tmp_path / "cut", log=lines.append)
+    resumed = execute(spec, settings, ds, RunStore(tmp_path / "cut"), log=lines.append)
     assert lines[0].startswith("r: resuming")
     for key in ("grad_norms", "test_curve", "filters"):
         assert resumed[key] == whole[key], key
     assert resumed["metrics"]["test_accuracy"] == whole["metrics"]["test_accuracy"]
-    a = torch.load(tmp_path / "whole" / "r" / "model.pt", weights_only=True)
-    b = torch.load(tmp_path / "cut" / "r" / "model.pt", weights_only=True)
+    a = torch.load(tmp_path / "whole" / "runs" / "r" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "runs" / "r" / "model.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
     # a third call trains nothing; another spec in the same folder is refused
-    again = execute(spec, settings, ds, tmp_path / "cut", log=lambda s: None)
+    again = execute(spec, settings, ds, RunStore(tmp_path / "cut"), log=lambda s: None)
     assert again["reused"] and again["grad_norms"] == whole["grad_norms"]
     other = dataclasses.replace(spec, init="xavier")
     with pytest.raises(ValueError, match="init: 'he' there, 'xavier' now"):
-        execute(other, settings, ds, tmp_path / "cut", log=lambda s: None)
+        execute(other, settings, ds, RunStore(tmp_path / "cut"), log=lambda s: None)

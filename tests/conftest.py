@@ -47,3 +47,26 @@ def pytest_terminal_summary(terminalreporter, config):
             f"cnnlab: test order shuffled by pytest-randomly, seed {seed} "
             f"(replay: -p randomly -p no:cacheprovider --randomly-seed={seed}); "
             f"torch threads {_THREADS or 1}")
+
+
+@pytest.fixture(scope="session")
+def write_cifar():
+    """A function writing a fake CIFAR-10 in the standard pickled-batch layout to ``folder``:
+    five training batches and a test batch of ``per_batch`` random images each, labels cycling
+    0..9, the standard class names in ``batches.meta``."""
+    import pickle
+
+    import numpy as np
+
+    from cnnlab.data import CIFAR10_CLASSES
+
+    def write(folder, rng, per_batch=20):
+        folder.mkdir(parents=True)
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+            rows = rng.integers(0, 256, (per_batch, 3072)).astype(np.uint8)
+            batch = {b"labels": [int(v) for v in np.arange(per_batch) % 10], b"data": rows}
+            (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+        meta = {b"label_names": [c.encode() for c in CIFAR10_CLASSES]}
+        (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+
+    return write

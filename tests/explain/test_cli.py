@@ -4,7 +4,6 @@ against the run's model evaluated here; pictures are checked to exist and be PNG
 
 import gzip
 import json
-import pickle
 import struct
 
 import numpy as np
@@ -14,7 +13,6 @@ from PIL import Image
 
 from cnnlab.cli import main
 
-CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def _idx(array):
@@ -34,16 +32,6 @@ def _write_fmnist(folder, rng, n_train=100, n_test=12):
             images[i, 2 * c + 2 : 2 * c + 5, 4:24] = 220
         (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx(images)))
         (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx(labels)))
-
-
-def _write_cifar(folder, rng, per_batch=20):
-    folder.mkdir(parents=True)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        rows = rng.integers(0, 256, (per_batch, 3072)).astype(np.uint8)
-        batch = {b"labels": [int(v) for v in np.arange(per_batch) % 10], b"data": rows}
-        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
-    meta = {b"label_names": [c.encode() for c in CIFAR10]}
-    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
 
 
 def _train(tmp, dataset, data_dir, model):
@@ -79,11 +67,11 @@ def _train(tmp, dataset, data_dir, model):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, write_cifar):
     tmp = tmp_path_factory.mktemp("explain-cli")
     rng = np.random.default_rng(0)
     _write_fmnist(tmp / "fmnist", rng)
-    _write_cifar(tmp / "cifar-10-batches-py", rng)
+    write_cifar(tmp / "cifar-10-batches-py", rng)
     return {
         "fmnist": (_train(tmp, "fashion-mnist", tmp / "fmnist", "simple_cnn"), tmp / "fmnist"),
         "cifar": (

@@ -2,7 +2,6 @@
 20 test images): it trains, reuses, measures, writes the report; bad models get one line."""
 
 import json
-import pickle
 
 import numpy as np
 import pytest
@@ -16,26 +15,14 @@ from cnnlab.studies.runner import run
 # wall measured under load from other helpers (2 cores)
 pytestmark = pytest.mark.slow
 
-CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-           "truck"]
 TINY = Budget("tiny", subset=None, epochs=1, batch_size=20, pairs=6, figures=1)
 
 
-def _write_cifar(folder, rng, per_batch=20):
-    folder.mkdir(parents=True)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        rows = rng.integers(0, 256, (per_batch, 3072)).astype(np.uint8)
-        batch = {b"labels": [int(v) for v in np.arange(per_batch) % 10], b"data": rows}
-        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
-    meta = {b"label_names": [c.encode() for c in CIFAR10]}
-    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
-
-
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, write_cifar):
     tmp = tmp_path_factory.mktemp("course-figure")
     data = tmp / "cifar-10-batches-py"
-    _write_cifar(data, np.random.default_rng(0))
+    write_cifar(data, np.random.default_rng(0))
     study = get_study("course-figure")
     options = study.make_options(data_dir=str(data), budget=TINY, device="cpu",
                                  out=str(tmp / "out"), quiet=True)

@@ -27,11 +27,14 @@ def tiny(tmp_path_factory, write_cifar):
     options = study.make_options(data_dir=str(data), budget=TINY, device="cpu",
                                  out=str(tmp / "out"), quiet=True)
     outcome, files = run(study, options)
-    return {"tmp": tmp, "data": data, "study": study, "outcome": outcome, "files": files}
+    # read now: a later test re-runs the study into the same folder (tests run shuffled)
+    return {"tmp": tmp, "data": data, "study": study, "outcome": outcome, "files": files,
+            "payload": json.loads(files["json"].read_text()),
+            "markdown": files["markdown"].read_text()}
 
 
 def test_tiny_run_trains_measures_and_reports(tiny):
-    payload = json.loads(tiny["files"]["json"].read_text())
+    payload = tiny["payload"]
     assert payload["runs_trained"] == 1 and payload["pairs"] == 6
     assert payload["canvas"] == [3, 32, 64]
     rows = tiny["outcome"].rows
@@ -49,7 +52,7 @@ def test_tiny_run_trains_measures_and_reports(tiny):
         assert t["pointing_low"] <= t["pointing"] <= t["pointing_high"]
     # the headline findings: one per method and the rank-correlation comparison
     assert sum(f["headline"] for f in payload["findings"]) == 5
-    md = tiny["files"]["markdown"].read_text()
+    md = tiny["markdown"]
     assert "course-figure-0.png" in md and (tiny["tmp"] / "out" / "plots").is_dir()
 
 

@@ -273,7 +273,11 @@ def test_non_finite_state_stops_like_a_nan_loss(config, toy, make_model, where):
     assert _finite(torch.load(t.out / "best.pt", weights_only=True))
 
 
-def test_resume_refuses_another_thread_count_unless_given(config, toy, make_model):
+def test_resume_refuses_another_thread_count_unless_given(config, toy, make_model, request):
+    # the run starts on 1 thread whatever CNNLAB_TEST_THREADS says; the count is restored after
+    request.addfinalizer(lambda n=torch.get_num_threads(): torch.set_num_threads(n))
+    torch.set_num_threads(1)
+
     class StopAfterEpoch1(Callback):
         def on_epoch_end(self, run):
             if run.epoch == 1:

@@ -183,17 +183,30 @@ def test_frontier_and_scaling_sentences():
          "test_accuracy": 0.9},
     ]
     assert [r["label"] for r in _mobilenet_findings.frontier(rows, "macs")] == ["A", "C"]
+    # latency spreads over repeats of 5% each: a latency/MACs ratio beyond
+    # exp(2 * hypot(0.05, 0.05)) = 1.15 (or below 1/1.15) is outside the noise
     entry = {"width": 0.5, "macs_ratio": 0.26, "predicted_ratio": 0.25,
              "pointwise_macs_ratio": 0.25, "cpu_latency_ratio": 0.6,
-             "cpu_throughput_time_ratio": 0.3}
+             "cpu_latency_spreads": [0.05, 0.05], "cpu_throughput_time_ratio": 0.3}
     text = _mobilenet_findings._scaling_sentence(entry, "width", "MobileNetV1", "cpu")
-    assert "0.260x the MACs" in text and "much less than the MACs" in text
+    assert "0.260x the MACs" in text and "falls less than the MACs" in text
     assert "exactly alpha^2" in text and "rounded" not in text
     rounded = _mobilenet_findings._scaling_sentence({**entry, "pointwise_macs_ratio": 0.3},
                                                   "width", "MobileNetV2", "cpu")
     assert "rounded to multiples of 8" in rounded
-    entry["cpu_latency_ratio"] = 0.27
-    assert "follows the MACs closely" in _mobilenet_findings._scaling_sentence(
+    # 0.28 / 0.26 = 1.08: inside the noise at 5% spreads, outside it at 1%
+    entry["cpu_latency_ratio"] = 0.28
+    assert "not distinguishable" in _mobilenet_findings._scaling_sentence(
+        entry, "width", "MobileNetV1", "cpu")
+    entry["cpu_latency_spreads"] = [0.01, 0.01]
+    assert "falls less than the MACs" in _mobilenet_findings._scaling_sentence(
+        entry, "width", "MobileNetV1", "cpu")
+    entry["cpu_latency_ratio"] = 0.2
+    assert "falls faster than the MACs" in _mobilenet_findings._scaling_sentence(
+        entry, "width", "MobileNetV1", "cpu")
+    # no spread measured: nothing is distinguishable
+    entry["cpu_latency_spreads"] = [None, 0.01]
+    assert "not distinguishable" in _mobilenet_findings._scaling_sentence(
         entry, "width", "MobileNetV1", "cpu")
 
 

@@ -176,15 +176,33 @@ def _scaling_sentence(entry: Mapping[str, Any], axis: str, role_label: str, dev:
         text += f". Measured on the {DEV_NAME[dev]}: batch-1 latency {lat:.3f}x"
         if thr is not None:
             text += f", time per image at large batch {thr:.3f}x"
-        if lat > 1.5 * macs:
-            text += (". Latency falls much less than the MACs: each layer has a fixed cost "
-                     "(operator dispatch, memory traffic of depthwise and activation tensors) "
-                     "that does not shrink with the channel count or the map size")
-        elif lat < 0.67 * macs:
-            text += ". Latency falls faster than the MACs (smaller tensors fit in cache)"
+        verdict = _against_macs(lat, macs, entry.get(f"{dev}_latency_spreads"))
+        if verdict == "higher":
+            text += (". Latency falls less than the MACs, beyond the spread over repeats: each "
+                     "layer has a fixed cost (operator dispatch, memory traffic of depthwise and "
+                     "activation tensors) that does not shrink with the channel count or the "
+                     "map size")
+        elif verdict == "lower":
+            text += (". Latency falls faster than the MACs, beyond the spread over repeats "
+                     "(smaller tensors fit in cache)")
         else:
-            text += ". Latency follows the MACs closely"
+            text += (f". Latency and MACs ratios are {NOT_DISTINGUISHABLE} (within the spread "
+                     "over repeats)")
     return text + "."
+
+
+def _timing_noise(spreads, dev: str) -> str | None:
+    if not spreads or None in spreads:
+        return None
+    return (f"{DEV_NAME[dev]} batch-1 latency spread over repeats (IQR / 2 median): "
+            f"{100 * spreads[0]:.1f}% and {100 * spreads[1]:.1f}%")
+
+
+def _against_macs(lat_ratio: float, macs_ratio: float, spreads) -> str:
+    """Is the latency ratio above (``"higher"``) or below the MACs ratio beyond the latencies'
+    spread over repeats? The MACs are exact, so only the two timings carry noise."""
+    rel_a, rel_b = spreads or (None, None)
+    return compare_ratio(lat_ratio / macs_ratio, rel_a, rel_b)
 
 
 def _separable(sep: Mapping[str, Any]) -> Finding:
@@ -196,15 +214,20 @@ def _separable(sep: Mapping[str, Any]) -> Finding:
     lat = sep.get("cpu_latency_ratio")
     if lat is not None:
         text += f" and measures {lat:.3f}x its CPU batch-1 latency"
-        if lat > 2 * sep["network_macs_ratio"]:
-            text += (", a much smaller saving than the MACs promise: depthwise convolutions "
-                     "do little arithmetic per byte moved, so they run far below the "
-                     "processor's peak")
+        verdict = _against_macs(lat, sep["network_macs_ratio"], sep.get("cpu_latency_spreads"))
+        if verdict == "higher":
+            text += (f", {lat / sep['network_macs_ratio']:.1f}x the MACs ratio, a smaller saving "
+                     "than the MACs promise (beyond the spread over repeats): depthwise "
+                     "convolutions do little arithmetic per byte moved, so they run far below "
+                     "the processor's peak")
+        elif verdict == NOT_DISTINGUISHABLE:
+            text += f" ({NOT_DISTINGUISHABLE} from the MACs ratio, within the spread over repeats)"
     cuda = sep.get("cuda_latency_ratio")
     if cuda is not None:
         text += f"; on the GPU {cuda:.3f}x"
     return Finding(text + ".", verdict="as expected" if worst < 1e-9 else "contrary to Eq. 5",
                    numbers={"max_error": worst, "network_macs_ratio": sep["network_macs_ratio"]},
+                   noise=_timing_noise(sep.get("cpu_latency_spreads"), "cpu"),
                    section="theory", headline=True)
 
 
@@ -270,8 +293,9 @@ def findings(rows: Sequence[Mapping[str, Any]], theory: Mapping[str, Any], devic
                 for dev in (["cuda", "cpu"] if device == "cuda" else ["cpu"]):
                     s = _scaling_sentence(line[-1], axis, label, dev)
                     if s:
-                        out.append(Finding(s, numbers=dict(line[-1]), section="theory",
-                                           headline=True))
+                        out.append(Finding(
+                            s, numbers=dict(line[-1]), section="theory", headline=True,
+                            noise=_timing_noise(line[-1].get(f"{dev}_latency_spreads"), dev)))
     sep = theory.get("separable")
     if sep and sep["layers"]:
         out.append(_separable(sep))

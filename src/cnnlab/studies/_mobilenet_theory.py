@@ -22,6 +22,8 @@ from typing import Any
 
 from torch import nn
 
+from cnnlab.studies.findings import relative_spread
+
 KINDS = ("pointwise", "depthwise", "full", "grouped", "linear")
 PAPER_SHARE_1X1 = {"macs": 0.9486, "params": 0.7459}  # Howard et al. 2017, Table 2
 
@@ -129,11 +131,19 @@ def _sweep(rows: Sequence[Mapping[str, Any]], counts: Mapping[str, Mapping[str, 
         }
         for dev in ("cpu", "cuda"):
             entry[f"{dev}_latency_ratio"] = _ratio(r[f"{dev}_latency_ms"], base[f"{dev}_latency_ms"])
+            # each latency's spread over repeats: what the latency-vs-MACs comparison is judged by
+            entry[f"{dev}_latency_spreads"] = _spreads(r, base, dev)
             # time per image at large batch, relative: the inverse throughput ratio
             entry[f"{dev}_throughput_time_ratio"] = _ratio(base[f"{dev}_throughput"],
                                                            r[f"{dev}_throughput"])
         out.append(entry)
     return out
+
+
+def _spreads(a: Mapping[str, Any], b: Mapping[str, Any], dev: str) -> list[float | None]:
+    """The relative half-IQR over repeats of the batch-1 latencies of ``a`` and ``b``."""
+    return [relative_spread(r.get(f"{dev}_latency_ms"), r.get(f"{dev}_latency_iqr_ms"))
+            for r in (a, b)]
 
 
 def separable_table(v1: Mapping[str, Any], conv_v1: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -185,6 +195,8 @@ def compare(rows: Sequence[Mapping[str, Any]], counts: Mapping[str, Mapping[str,
             "network_params_ratio": _ratio(v1["params"], cv["params"]),
             "cpu_latency_ratio": _ratio(v1["cpu_latency_ms"], cv["cpu_latency_ms"]),
             "cuda_latency_ratio": _ratio(v1["cuda_latency_ms"], cv["cuda_latency_ms"]),
+            "cpu_latency_spreads": _spreads(v1, cv, "cpu"),
+            "cuda_latency_spreads": _spreads(v1, cv, "cuda"),
             "cpu_throughput_time_ratio": _ratio(cv["cpu_throughput"], v1["cpu_throughput"]),
             "cuda_throughput_time_ratio": _ratio(cv["cuda_throughput"], v1["cuda_throughput"]),
             "paper_224_macs_ratio": 569 / 4866,  # Table 4

@@ -19,8 +19,6 @@ Units (documented once, used everywhere):
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -232,17 +230,15 @@ class Analysis:
     def to_csv(self) -> str:
         """One row per layer and a final ``TOTAL`` row; warnings and not-counted ops go into
         the ``notes`` column of the total row so that nothing is dropped."""
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(_CSV_COLUMNS)
-        for row in self.layers:
-            writer.writerow(_cells(row.to_dict(), "; ".join(row.notes)))
+        from cnnlab.report import csv_text  # the one CSV writer: strict values, one header
+
+        rows = [_cells(row.to_dict(), "; ".join(row.notes)) for row in self.layers]
         t = self.totals
         total = {"name": "TOTAL", "type": "", "output_shape": None, "params": t["total_params"],
                  "macs": t["total_macs"], "flops": t["total_flops"],
                  "memory_bytes": t["activation_memory_bytes"], **t}
-        writer.writerow(_cells(total, "; ".join(self.footnotes())))
-        return buf.getvalue()
+        rows.append(_cells(total, "; ".join(self.footnotes())))
+        return csv_text(rows, _CSV_COLUMNS)
 
     def to_markdown(self) -> str:
         """A GitHub-flavoured Markdown table, the totals and the footnotes."""
@@ -293,12 +289,13 @@ _CSV_COLUMNS = ["name", "type", "output_shape", "params", "trainable_params",
                 "receptive_field", "jump", "start", "memory_bytes", "notes"]
 
 
-def _cells(d: dict[str, Any], notes: str) -> list[Any]:
-    out = []
+def _cells(d: dict[str, Any], notes: str) -> dict[str, Any]:
+    """One CSV row: shapes and lists joined with ``x`` (``3x32x32``), missing values empty."""
+    out = {}
     for col in _CSV_COLUMNS[:-1]:
         v = d.get(col)
-        out.append("x".join(str(x) for x in v) if isinstance(v, list) else ("" if v is None else v))
-    return out + [notes]
+        out[col] = "x".join(str(x) for x in v) if isinstance(v, list) else ("" if v is None else v)
+    return {**out, "notes": notes}
 
 
 def format_shape(shape: Sequence[int] | None) -> str:

@@ -601,8 +601,9 @@ class Trainer:
                                for k, (new, old) in diff.items())
             raise UserError(f"cannot resume {self.out}: the settings differ from the saved run "
                             f"({listed}); use the saved settings or another --out")
-        self._check_resume_threads(state.get("threads"))
+        # the process count first: no option resumes across it, while --threads can
         distributed.check_resume(state.get("world_size", 1), self.out)
+        self._check_resume_threads(state.get("threads"))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:

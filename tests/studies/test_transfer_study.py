@@ -108,6 +108,10 @@ def test_weights_of_another_architecture_is_one_line_and_exit_2(fake_cifar, tmp_
                  "resnet20"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "unknown backbone 'resnet20' for torchvision weights (--weights)" in err
+    code = main(["study", "transfer", "--data-dir", str(fake_cifar), "--out",
+                 str(tmp_path / "out3"), "--quiet", "--weights", str(tmp_path / "missing.pth")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "missing.pth does not exist" in err
 
 
 # ---------------------------------------------------------------------- tiny, real data

@@ -48,11 +48,16 @@ def budget_notes(budget: Any, opts: Any, pretrain_runs: Sequence[dict], s: Any) 
 
 
 # ----------------------------------------------------------------------------------- figures
-def _fig(w: float, h: float, ncols: int = 1, nrows: int = 1):
+def _fig(w: float, h: float, ncols: int = 1, nrows: int = 1, integer_x: bool = True):
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(w, h), layout="constrained")
-    return fig, fig.subplots(nrows, ncols, squeeze=False)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    if integer_x:  # epochs
+        for ax in axes.flat:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig, axes
 
 
 def aug_curves_figure(runs: Sequence[dict]):
@@ -93,7 +98,7 @@ def aug_curves_figure(runs: Sequence[dict]):
 def accuracy_vs_labels_figure(rows: Sequence[dict], chance: float):
     """Target test accuracy against labels per class, one line per strategy (mean +- std)."""
     backbones = list(dict.fromkeys(r["backbone"] for r in rows))
-    fig, axes = _fig(5.2 * len(backbones), 4.0, ncols=len(backbones))
+    fig, axes = _fig(5.2 * len(backbones), 4.0, ncols=len(backbones), integer_x=False)
     for ax, b in zip(axes[0], backbones, strict=True):
         for s in dict.fromkeys(r["strategy"] for r in rows):
             rs = sorted((r for r in rows if r["backbone"] == b and r["strategy"] == s),
@@ -102,9 +107,12 @@ def accuracy_vs_labels_figure(rows: Sequence[dict], chance: float):
                         yerr=[r["test_accuracy_sd"] for r in rs], marker="o", capsize=3,
                         color=_COLORS.get(s), label=s)
         ax.axhline(chance, color="k", lw=0.6, ls=":", label="chance")
+        from matplotlib.ticker import NullFormatter
+
         ax.set_xscale("log")
         labels = sorted({r["labels_per_class"] for r in rows})
         ax.set_xticks(labels, [str(n) for n in labels])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("labelled images per target class")
         ax.set_ylabel("target test accuracy")
         ax.set_title(b, fontsize=9)

@@ -37,10 +37,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from cnnlab.data import CIFAR10_CLASSES, class_subset
-from cnnlab.errors import UserError
+from cnnlab.errors import DataNotFoundError, UserError
 from cnnlab.models.transfer import IMAGENET_MEAN, IMAGENET_STD, check_backbone, make_backbone
 from cnnlab.studies import base, runner
 from cnnlab.studies._transfer_runs import (
@@ -131,7 +132,11 @@ BUDGETS: dict[str, Budget] = {b.name: b for b in (
            description="part 1: compact_cnn (half width) on 500 CIFAR-10 images, 24 epochs; "
                        "part 2: resnet20 at 16x16 pretrained on 5,000 source images, 25 and 100 "
                        "labels per target class; 3 seeds everywhere",
-           cost="not measured on 2 CPU cores"),
+           # 456 s for all 34 runs (7 min 44 s for the whole process), measured with
+           # --threads 1 on the 2-core AMD EPYC under load from three other jobs (load average
+           # about 5); 434 s in an earlier run of a slightly smaller plan
+           cost="about 8 min (measured on 2 CPU cores, AMD EPYC, 1 torch thread, under load "
+                "from other jobs)"),
     Budget("standard", aug_subset=6000, aug_val=1000, aug_epochs=60, aug_batch=128,
            backbones=("resnet18", "mobilenet_v2_cifar"), resolution=1.0,
            pretrain_per_class=5000, pretrain_epochs=30, labels=(25, 100, 500),
@@ -190,6 +195,9 @@ class TransferOptions(base.StudyOptions):
                 raise UserError(f"--labels-per-class must be >= 1, not {self.labels_per_class!r}")
             changes["labels"] = counts
         if self.weights is not None:
+            if not Path(self.weights).is_file():
+                raise DataNotFoundError(f"weights file {self.weights} does not exist (--weights "
+                                        "takes a torchvision state dict saved with torch.save)")
             changes["backbones"] = (self.backbone or "resnet50",)
         elif self.backbone is not None:
             changes["backbones"] = (self.backbone,)
@@ -265,6 +273,11 @@ def execute(session: runner.Session) -> base.Outcome:
     log, store = session.log, session.store
     source_names, target_names = opts.classes()
     specs = plan(budget, opts)
+    weights = None
+    if opts.weights:  # a file of another architecture fails here, in one line, before the data
+        weights = Pretrained(opts.weights, True, file_digest(opts.weights))
+        for b in budget.backbones:
+            weights.load_into(make_backbone(b, torchvision=True))
     ds = session.dataset()
     resolution = 224 / ds.native_size[0] if opts.weights else budget.resolution
     s = Settings(device=str(session.device), resolution=resolution, lr=budget.lr,
@@ -282,11 +295,6 @@ def execute(session: runner.Session) -> base.Outcome:
         if short is not None:
             raise UserError(f"--labels-per-class {n} is more than the data has: class "
                             f"{short!r} has {counts[short]} training images")
-    weights = None
-    if opts.weights:
-        weights = Pretrained(opts.weights, True, file_digest(opts.weights))
-        for b in budget.backbones:  # a file of another architecture fails here, in one line
-            weights.load_into(make_backbone(b, torchvision=True))
 
     # 1. augmentation and overfitting
     aug_runs = []

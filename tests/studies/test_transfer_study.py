@@ -184,3 +184,45 @@ def test_tiny_real_study_end_to_end(tmp_path):
     csv = files["csv"].read_text().splitlines()
     assert len(csv) == 1 + len(p["runs"])
     assert again.payload["runs_trained"] == 0 and again.payload["runs_reused"] == 6 + 1 + 8
+
+
+@pytest.mark.slow
+def test_torchvision_weights_end_to_end_at_224_px(fake_cifar, tmp_path):
+    """--weights: a torchvision ResNet-18 state dict (random initialisation, no download) is the
+    pretrained backbone; the images are resized to 224 px and normalised with ImageNet's
+    statistics; the linear probe keeps every tensor of the file bit for bit."""
+    import torchvision
+
+    from cnnlab.models.transfer import IMAGENET_MEAN
+
+    path = tmp_path / "resnet18.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    tiny = Budget("tiny224", aug_subset=40, aug_val=10, aug_epochs=1, backbones=("resnet18",),
+                  resolution=0.5, pretrain_per_class=2, pretrain_epochs=1, labels=(2,),
+                  transfer_images=20, test_per_class=2, seeds=1, batch_size=10, eval_points=1)
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        study = get_study("transfer")
+        options = study.make_options(data_dir=str(fake_cifar), budget=tiny, device="cpu",
+                                     out=str(tmp_path / "out"), quiet=True, weights=str(path),
+                                     backbone="resnet18", strategies="linear,finetune",
+                                     augmentation=False)
+        outcome, files = run(study, options)
+    finally:
+        torch.set_num_threads(old)
+    p = outcome.payload
+    assert p["pretrain"] == [] and {r["strategy"] for r in p["runs"]} == {"linear", "finetune"}
+    run_dir = tmp_path / "out" / "runs" / "transfer-resnet18-2pc-linear-s0"
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["data"]["image_size"] == [224, 224]
+    assert config["data"]["mean"] == list(IMAGENET_MEAN)
+    linear = next(r for r in p["runs"] if r["strategy"] == "linear")
+    assert linear["trainable_params"] == 512 * 5 + 5
+    final, ref = load_weights(run_dir / "model.pt"), load_weights(path)
+    in_file = len([k for k in ref if not k.startswith("fc.")])  # every tensor but the old head
+    assert linear["frozen"]["identical"] == linear["frozen"]["tensors"] == in_file
+    for k, v in final.items():
+        if k.startswith("backbone."):
+            assert torch.equal(v, ref[k[len("backbone."):]]), k

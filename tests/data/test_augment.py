@@ -50,6 +50,47 @@ def test_translate_is_pad_then_crop(shape, seed, mode, data):
     assert torch.equal(translate(x, dx, dy, pad_mode=mode, flip=flip), hflip(out, flip))
 
 
+@pytest.mark.parametrize("mode", ["zero", "reflect"])
+def test_translate_matches_torchvision_v2(mode):
+    """Zero padding: torchvision's affine with a pure (integer) translation, which moves the
+    content by +t, i.e. samples x[i - t]; ours samples x[i + d], so d = -t. Reflect padding:
+    torchvision's pad(padding_mode="reflect") then crop at the shifted offset."""
+    n, pad = 6, 3
+    g = torch.Generator().manual_seed(4)
+    x = images((n, 3, 9, 11), seed=4)
+    dx = torch.randint(-pad, pad + 1, (n,), generator=g)
+    dy = torch.randint(-pad, pad + 1, (n,), generator=g)
+    out = translate(x, dx, dy, pad_mode=mode)
+    for i in range(n):
+        if mode == "zero":
+            ref = TF.affine(x[i], angle=0.0, translate=[-int(dx[i]), -int(dy[i])], scale=1.0,
+                            shear=[0.0, 0.0], interpolation=TF.InterpolationMode.NEAREST, fill=0)
+        else:
+            padded = TF.pad(x[i], [pad] * 4, padding_mode="reflect")
+            ref = TF.crop(padded, pad + int(dy[i]), pad + int(dx[i]), 9, 11)
+        assert torch.equal(out[i], ref), i
+
+
+def test_flip_matches_torchvision_v2():
+    x = images((3, 2, 5, 7))
+    mask = torch.tensor([True, False, True])
+    out = hflip(x, mask)
+    for i in range(3):
+        assert torch.equal(out[i], TF.horizontal_flip(x[i]) if mask[i] else x[i])
+
+
+def test_cutout_matches_torchvision_v2_erase():
+    """Cutout is torchvision's erase (value 0) of the square clipped to the image."""
+    x = torch.rand(5, 3, 10, 8, generator=torch.Generator().manual_seed(2)) + 1
+    cy, cx, size = torch.tensor([0, 4, 9, 5, 2]), torch.tensor([0, 3, 7, 7, 4]), 4
+    out = cutout(x, cy, cx, size)
+    for i in range(5):
+        t, lft = int(cy[i]) - size // 2, int(cx[i]) - size // 2
+        top, left, bottom, right = max(t, 0), max(lft, 0), min(t + size, 10), min(lft + size, 8)
+        ref = TF.erase(x[i], top, left, bottom - top, right - left, torch.tensor(0.0))
+        assert torch.equal(out[i], ref), i
+
+
 def test_translate_by_zero_is_identity():
     x = images((3, 2, 7, 5))
     z = torch.zeros(3, dtype=torch.long)

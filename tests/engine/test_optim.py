@@ -8,6 +8,7 @@ from torch import nn
 
 from cnnlab.engine import EMA, TrainConfig, lr_factor, param_groups
 from cnnlab.engine.optim import make_optimizer
+from cnnlab.errors import UserError
 
 
 def test_no_weight_decay_on_norm_and_bias():
@@ -29,6 +30,29 @@ def test_no_weight_decay_on_norm_and_bias():
     for p, b in zip(model.parameters(), before):
         expected = b * (1 - 0.1 * 0.5) if p.ndim > 1 else b
         torch.testing.assert_close(p.detach(), expected)
+
+
+def test_lr_scales_group_parameters_by_the_longest_module_prefix():
+    model = nn.Sequential()
+    model.add_module("backbone", nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 1)))
+    model.add_module("backbones", nn.Linear(2, 2))  # a prefix of the name, not a module above
+    model.add_module("head", nn.Linear(4, 2))
+    model.backbone[0].requires_grad_(False)  # frozen: in no group at all
+    groups = param_groups(model, 5e-4, {"backbone": 0.1, "backbone.1": 0.5})
+    by_id = {id(p): (g["lr_scale"], g["weight_decay"]) for g in groups for p in g["params"]}
+    want = {model.backbone[1].weight: (0.5, 5e-4), model.backbone[1].bias: (0.5, 0.0),
+            model.backbones.weight: (1.0, 5e-4), model.backbones.bias: (1.0, 0.0),
+            model.head.weight: (1.0, 5e-4), model.head.bias: (1.0, 0.0)}
+    assert by_id == {id(p): v for p, v in want.items()}
+    assert sum(len(g["params"]) for g in groups) == 6
+    with pytest.raises(UserError, match="'backbone.0' matches no trainable parameter"):
+        param_groups(model, 5e-4, {"backbone.0": 0.1})
+    model.requires_grad_(False)
+    with pytest.raises(UserError, match="no trainable parameter"):
+        make_optimizer(model, TrainConfig(), torch.device("cpu"))
+    for bad in ({"backbone": 0}, {"backbone": float("nan")}, {"": 0.1}, ["backbone"]):
+        with pytest.raises(UserError, match="(learning-rate scale|lr scales)"):
+            TrainConfig(lr_scales=bad).validate()
 
 
 def _torch_lrs(scheduler_factory, total):

@@ -39,7 +39,9 @@ from cnnlab.data.datasets import (
 from cnnlab.data.sst import SST_CLASSES, SSTData, Vocabulary, load_sst
 from cnnlab.data.splits import (
     Splits,
+    class_subset,
     make_splits,
+    per_class_indices,
     resize_images,
     resized_size,
     stratified_indices,
@@ -48,8 +50,8 @@ from cnnlab.data.splits import (
 
 __all__ = [
     "AUGMENT_RECIPES", "Augment", "CIFAR10_CLASSES", "DATASETS", "Dataset", "FASHION_MNIST_CLASSES",
-    "Splits", "cutout", "default_cache_dir", "default_data_dirs", "find_source", "hflip",
-    "load_dataset", "load_sst", "make_splits", "normalize", "read_image", "resize_images",
-    "resized_size", "rotate", "SST_CLASSES", "SSTData", "Vocabulary",
+    "Splits", "class_subset", "cutout", "default_cache_dir", "default_data_dirs", "find_source",
+    "hflip", "load_dataset", "load_sst", "make_splits", "normalize", "per_class_indices",
+    "read_image", "resize_images", "resized_size", "rotate", "SST_CLASSES", "SSTData", "Vocabulary",
     "stratified_indices", "train_val_indices", "translate",
 ]

@@ -18,6 +18,7 @@ Conventions (also what ``cnnlab train`` documents):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,81 @@ def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     take[order[:rest]] += 1
     chosen = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)]
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
+
+
+def per_class_indices(labels: np.ndarray, n: int, seed: int, what: str = "images") -> np.ndarray:
+    """Choose exactly ``n`` indices of every class present in ``labels`` (seeded).
+
+    Args:
+        labels: ``(N,)`` integer class labels.
+        n: how many per class, ``1 <= n <=`` the smallest class's count.
+        seed: the choice is a pure function of (labels, n, seed); a larger ``n`` with the same
+            seed keeps the smaller choice and adds to it (nested label budgets).
+        what: names the images in the error message (e.g. ``"labels per class"``).
+
+    Returns:
+        ``(n * classes,)`` int64 indices into ``labels``, sorted.
+    """
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise UserError(f"{what} must be a positive whole number, not {n!r}")
+    if len(counts) and n > counts.min():
+        c = classes[int(np.argmin(counts))]
+        raise UserError(f"{what} {n} is more than the data has: class {c} has only "
+                        f"{counts.min()} images")
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(labels == c))[:n] for c in classes]
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
+
+
+def class_subset(ds: Dataset, classes: Sequence[str], *, train_per_class: int | None = None,
+                 test_per_class: int | None = None, seed: int = 0,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+                 ) -> Dataset:
+    """A data set of some of ``ds``'s classes, relabelled ``0..k-1`` in the order given.
+
+    The transfer-learning split: pretrain on one set of classes (the *source* task), then
+    transfer to a disjoint set (the *target* task) with few labels per class. The result is an
+    ordinary :class:`Dataset` (same ``name``), so the engine trains on it unchanged.
+
+    Args:
+        ds: the loaded data set.
+        classes: class names of ``ds``, e.g. ``("dog", "frog", "horse", "ship", "truck")``.
+        train_per_class, test_per_class: keep exactly this many training / test images of every
+            class (seeded, :func:`per_class_indices`); None keeps them all.
+        seed: seeds the choice (the test images use ``seed + 1``).
+        mean, std: the normalisation the new data set declares (default: ``ds``'s, so that a
+            backbone pretrained on the source classes sees its target images normalised the way
+            it was trained; ImageNet weights want ImageNet's statistics).
+
+    Raises:
+        UserError: an unknown or repeated class, or more images per class than the data has.
+    """
+    names = list(classes)
+    unknown = [c for c in names if c not in ds.classes]
+    if unknown:
+        raise UserError(f"unknown class {unknown[0]!r} for {ds.name}; choose from "
+                        f"{', '.join(ds.classes)}")
+    if len(set(names)) != len(names) or not names:
+        raise UserError(f"classes must be distinct and not empty, not {names}")
+    old = np.array([ds.classes.index(c) for c in names])
+    relabel = np.full(ds.num_classes, -1, np.int64)
+    relabel[old] = np.arange(len(old))
+
+    def pick(images: np.ndarray, labels: np.ndarray, n: int | None, s: int, split: str):
+        idx = np.flatnonzero(np.isin(labels, old))
+        if n is not None:
+            idx = idx[per_class_indices(labels[idx], n, s, f"{split} images per class")]
+        return images[idx], relabel[labels[idx]]
+
+    xtr, ytr = pick(ds.train_images, ds.train_labels, train_per_class, seed, "training")
+    xte, yte = pick(ds.test_images, ds.test_labels, test_per_class, seed + 1, "test")
+    return Dataset(name=ds.name, classes=tuple(names), train_images=xtr, train_labels=ytr,
+                   test_images=xte, test_labels=yte,
+                   mean=tuple(float(m) for m in (ds.mean if mean is None else mean)),
+                   std=tuple(float(v) for v in (ds.std if std is None else std)),
+                   source=ds.source)
 
 
 def _count(value: float, total: int, what: str) -> int:

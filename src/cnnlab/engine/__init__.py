@@ -16,7 +16,14 @@ Example::
     result.test_accuracy, result.history[-1]["val_accuracy"]
 """
 
-from cnnlab.engine.callbacks import Callback, EpochLogger, Event, ProgressBar, TensorBoardLogger
+from cnnlab.engine.callbacks import (
+    Callback,
+    EpochLogger,
+    Event,
+    ProgressBar,
+    SplitEvaluator,
+    TensorBoardLogger,
+)
 from cnnlab.engine.checkpoint import derive_seed
 from cnnlab.engine.config import OPTIMIZERS, RESUME_IGNORED, SCHEDULES, TrainConfig
 from cnnlab.engine.metrics import (
@@ -32,7 +39,8 @@ from cnnlab.engine.trainer import RunResult, Trainer, TrainingInterrupted, resol
 
 __all__ = [
     "EMA", "OPTIMIZERS", "RESUME_IGNORED", "SCHEDULES", "Callback", "EpochLogger", "EvalResult",
-    "Event", "LoadedRun", "ProgressBar", "RunResult", "TensorBoardLogger", "TrainConfig", "Trainer",
-    "TrainingInterrupted", "confusion_matrix", "derive_seed", "evaluate", "load_run", "lr_factor",
-    "param_groups", "per_class_metrics", "predict", "resolve_device", "train",
+    "Event", "LoadedRun", "ProgressBar", "RunResult", "SplitEvaluator", "TensorBoardLogger",
+    "TrainConfig", "Trainer", "TrainingInterrupted", "confusion_matrix", "derive_seed", "evaluate",
+    "load_run", "lr_factor", "param_groups", "per_class_metrics", "predict", "resolve_device",
+    "train",
 ]

@@ -191,3 +191,43 @@ class TensorBoardLogger(Callback):
 
     def on_exception(self, run: Trainer, exc: BaseException) -> None:
         self._writer.close()
+
+
+class SplitEvaluator(Callback):
+    """Adds the loss and accuracy on one of the run's splits, in eval mode and without
+    augmentation, to every ``every``-th epoch's history row (and the last one's).
+
+    The engine's ``train_loss`` / ``train_accuracy`` are what the optimiser saw: augmented
+    batches, dropout on, BatchNorm on batch statistics, averaged while the weights moved. The
+    clean training accuracy (``SplitEvaluator("train", "clean_train")``) measures the weights at
+    the end of the epoch on the un-augmented training images exactly as validation is measured,
+    so ``clean_train_accuracy - val_accuracy`` is the generalisation gap;
+    ``SplitEvaluator("test")`` gives a test curve. The columns are ``<name>_loss`` and
+    ``<name>_accuracy`` (None on the epochs skipped); they are saved with the history (in the
+    checkpoint and ``metrics.json``), so this callback keeps no state of its own.
+
+    Args:
+        split: ``"train"``, ``"val"`` or ``"test"`` (of ``run.splits``).
+        name: the column prefix (default: the split's name).
+        every: evaluate after every ``every``-th epoch (and always after the last).
+    """
+
+    SPLITS = ("train", "val", "test")
+
+    def __init__(self, split: str, name: str | None = None, every: int = 1) -> None:
+        if split not in self.SPLITS:
+            raise UserError(f"split must be one of {self.SPLITS}, not {split!r}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise UserError(f"every must be a positive whole number of epochs, not {every!r}")
+        self.split, self.name, self.every = split, name or split, every
+
+    def on_epoch_end(self, run: Trainer) -> None:
+        row = run.history[-1]
+        loss = acc = None
+        if row["epoch"] % self.every == 0 or row["epoch"] == run.config.epochs:
+            images = getattr(run.splits, f"{self.split}_images")
+            labels = getattr(run.splits, f"{self.split}_labels")
+            if len(labels):
+                res = run.evaluate(images, labels)
+                loss, acc = res.loss, res.accuracy
+        row[f"{self.name}_loss"], row[f"{self.name}_accuracy"] = loss, acc

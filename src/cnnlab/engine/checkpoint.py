@@ -117,6 +117,53 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[s
     return state
 
 
+def _shape(t: Any) -> str:
+    return "x".join(map(str, t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__
+
+
+def load_module_weights(module: torch.nn.Module, path: str | Path, *, prefix: str = "",
+                        ignore: tuple[str, ...] = (), arch: str = "the model") -> None:
+    """Load a weights file into ``module``: the tensors named ``prefix + name`` (``name`` as in
+    ``module.state_dict()``), skipping those whose names start with one of ``ignore`` (e.g. the
+    classifier of a network whose backbone is loaded under a new head).
+
+    Every tensor must match exactly (names and shapes, buffers included); otherwise nothing is
+    loaded and the error names the first mismatching tensor in the module's order, e.g. a
+    MobileNetV2 file given for a ResNet-50: ``... lacks conv1.weight, which resnet50 needs``.
+
+    Args:
+        module: receives the weights (in place).
+        path: a ``.pt``/``.pth`` state dict (what ``torch.save(model.state_dict(), path)``
+            writes; read by :func:`load_weights`, tensors only).
+        prefix: where the module's tensors sit in the file's names.
+        ignore: name prefixes in the file that are skipped.
+        arch: the architecture's name, for the error message.
+
+    Raises:
+        DataNotFoundError: no such file.
+        DataError: unreadable, not a state dict, NaN/inf, or not a state dict of ``arch``.
+    """
+    path = Path(path)
+    state = load_weights(path)
+    kept = {k: v for k, v in state.items() if not k.startswith(tuple(ignore))}
+    want = module.state_dict()
+    bad = f"weights file {path} does not fit {arch}"
+    for name, tensor in want.items():
+        key = prefix + name
+        if key not in kept:
+            raise DataError(f"{bad}: it lacks {key}, which {arch} needs (is it a state dict of "
+                            "another architecture?)")
+        if tuple(kept[key].shape) != tuple(tensor.shape):
+            raise DataError(f"{bad}: {key} has shape {_shape(kept[key])} in the file, "
+                            f"{_shape(tensor)} in {arch}")
+    extra = [k for k in kept if not (k.startswith(prefix) and k[len(prefix):] in want)]
+    if extra:
+        raise DataError(f"{bad}: it holds {extra[0]}, which {arch} does not have (and "
+                        f"{len(extra) - 1} more such tensors)" if len(extra) > 1 else
+                        f"{bad}: it holds {extra[0]}, which {arch} does not have")
+    module.load_state_dict({name: kept[prefix + name] for name in want}, strict=True)
+
+
 def callback_key(callback_type: type, index: int = 0) -> str:
     """Where a checkpoint keeps a callback's state: ``"<class name>#<index>"``, the index
     counting earlier callbacks of the same class in the run's list."""

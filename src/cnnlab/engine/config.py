@@ -72,6 +72,9 @@ class TrainConfig:
     batch_size: int = 256  # images per step over all processes (the last partial batch of
     #                        each epoch is dropped); with N processes each trains on 1/N of it
     lr: float = 0.1  # peak learning rate (per step, no batch-size scaling applied)
+    lr_scales: dict[str, float] = field(default_factory=dict)  # module name prefix -> multiplier
+    #                   of lr for its parameters (e.g. {"backbone": 0.1}: fine-tune a pretrained
+    #                   backbone 10x slower than a new head); the longest prefix wins; default 1
     optimizer: str = "sgd"  # sgd (Nesterov momentum) | adamw
     momentum: float = 0.9  # SGD momentum; AdamW beta1
     weight_decay: float = 5e-4  # L2 (SGD) / decoupled (AdamW) coefficient; not on norm or bias
@@ -123,6 +126,11 @@ class TrainConfig:
         need(isinstance(self.model_kwargs, dict) and all(isinstance(k, str)
                                                          for k in self.model_kwargs),
              f"model kwargs must be a mapping of names to values, not {self.model_kwargs!r}")
+        need(isinstance(self.lr_scales, dict) and all(isinstance(k, str) and k
+                                                       for k in self.lr_scales),
+             f"lr scales must map module names to multipliers, not {self.lr_scales!r}")
+        for prefix, scale in self.lr_scales.items():
+            check_number(scale, f"learning-rate scale of {prefix!r}", low=0, low_open=True)
         need(self.compile in COMPILE_MODES,
              f"compile mode must be one of {list(COMPILE_MODES[1:])} (or empty for off), not "
              f"{self.compile!r}")

@@ -1,35 +1,88 @@
-"""Optimisers with weight decay only where it belongs, per-step lr schedules, and a weight EMA."""
+"""Optimisers over the trainable parameters, with weight decay only where it belongs and optional
+per-module learning-rate multipliers; per-step lr schedules; a weight EMA."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from cnnlab.engine.config import TrainConfig
+from cnnlab.errors import UserError
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: conv/linear weights with decay; biases and norm parameters without.
+def _lr_scale(name: str, lr_scales: Mapping[str, float]) -> float:
+    """The multiplier of the longest prefix of ``lr_scales`` that names ``name`` or a module
+    above it (``"backbone"`` covers ``"backbone.0.weight"``, not ``"backbones.x"``); 1 if none."""
+    best, scale = -1, 1.0
+    for prefix, value in lr_scales.items():
+        if (name == prefix or name.startswith(prefix + ".")) and len(prefix) > best:
+            best, scale = len(prefix), float(value)
+    return scale
 
-    Decaying BatchNorm scales and biases only shrinks them without regularising anything (BN
-    makes the following layer invariant to the scale of its input), so they are excluded; every
-    parameter with at most one dimension is a bias or a norm parameter.
+
+def param_groups(model: nn.Module, weight_decay: float,
+                 lr_scales: Mapping[str, float] | None = None) -> list[dict]:
+    """The optimiser's parameter groups: trainable parameters only, split by weight decay and
+    learning-rate multiplier.
+
+    Conv/linear weights get weight decay; biases and norm parameters do not. Decaying BatchNorm
+    scales and biases only shrinks them without regularising anything (BN makes the following
+    layer invariant to the scale of its input), so they are excluded; every parameter with at
+    most one dimension is a bias or a norm parameter. Frozen parameters (``requires_grad``
+    False) are in no group, so neither the update nor the weight decay can touch them.
+
+    Args:
+        model: the network.
+        weight_decay: the coefficient of the decayed group.
+        lr_scales: ``{module name prefix: multiplier of the learning rate}`` (e.g.
+            ``{"backbone": 0.1}`` for fine-tuning a pretrained backbone ten times slower than a
+            new head); each parameter takes the longest matching prefix, 1 without one. Every
+            group then carries ``"lr_scale"``, which the trainer multiplies into the scheduled
+            learning rate at every step.
+
+    Raises:
+        UserError: a prefix of ``lr_scales`` matches no trainable parameter (a typo, or a
+            module that is frozen).
     """
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not lr_scales:
+        return [{"params": [p for _, p in named if p.ndim > 1], "weight_decay": weight_decay},
+                {"params": [p for _, p in named if p.ndim <= 1], "weight_decay": 0.0}]
+    for prefix in lr_scales:
+        if not any(n == prefix or n.startswith(prefix + ".") for n, _ in named):
+            raise UserError(f"learning-rate scale for {prefix!r} matches no trainable parameter "
+                            f"of the model (trainable: {_summary(n for n, _ in named)})")
+    groups: dict[tuple[float, bool], dict] = {}  # in order of first appearance
+    for name, p in named:
+        scale, decay = _lr_scale(name, lr_scales), p.ndim > 1
+        group = groups.setdefault((scale, decay), {
+            "params": [], "weight_decay": weight_decay if decay else 0.0, "lr_scale": scale})
+        group["params"].append(p)
+    return list(groups.values())
+
+
+def _summary(names) -> str:
+    tops = list(dict.fromkeys(n.split(".")[0] for n in names))
+    return ", ".join(tops) or "none"
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device
                    ) -> torch.optim.Optimizer:
-    """SGD with Nesterov momentum (plain SGD at momentum 0) or AdamW, over :func:`param_groups`.
+    """SGD with Nesterov momentum (plain SGD at momentum 0) or AdamW, over :func:`param_groups`
+    (trainable parameters only; ``config.lr_scales`` sets per-group learning-rate multipliers).
 
     On CUDA the fused implementations (one kernel for all parameters) are used.
+
+    Raises:
+        UserError: the model has no trainable parameter, or an ``lr_scales`` prefix matches none.
     """
-    groups = param_groups(model, config.weight_decay)
+    groups = param_groups(model, config.weight_decay, config.lr_scales)
+    if not any(g["params"] for g in groups):
+        raise UserError("the model has no trainable parameter (every parameter is frozen)")
+    groups = [g for g in groups if g["params"]] if config.lr_scales else groups
     fused = {"fused": True} if device.type == "cuda" else {}
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,

@@ -365,8 +365,8 @@ class Trainer:
 
             self._at_boundary = False  # from here until the step is committed
             self.lr = cfg.lr * lr_factor(self.step, self.total_steps, cfg.schedule, cfg.warmup)
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.lr
+            for group in self.optimizer.param_groups:  # lr_scale: config.lr_scales
+                group["lr"] = self.lr * group.get("lr_scale", 1.0)
             with self._autocast():
                 logits = self._forward(x)
             loss = self.criterion(logits.float(), y)

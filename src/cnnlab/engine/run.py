@@ -104,7 +104,10 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", *, weights
     else:
         state = ckpt_io.load_weights(path / file, device)
     if model is None:
-        model = create_model(config, num_classes=len(data["classes"]), in_chans=data["in_chans"],
+        # "outputs": a task whose model has another output width than its class count
+        # (binary segmentation: one logit per pixel, two classes in the pixel confusion)
+        model = create_model(config, num_classes=data.get("outputs", len(data["classes"])),
+                             in_chans=data["in_chans"],
                              **data.get("builder", {}))
     try:
         model.load_state_dict(state)

@@ -327,10 +327,11 @@ def task_class(dataset: str) -> type[Task]:
 
 
 def _register_builtin() -> None:
-    from cnnlab.data import DATASETS
+    from cnnlab.data import DATASETS, SEGMENTATION_DATASETS
 
     register_task(DATASETS, ImageClassification)
     register_task(("sst5",), "cnnlab.engine.text_task:TextClassification")
+    register_task(SEGMENTATION_DATASETS, "cnnlab.engine.segmentation_task:BinarySegmentation")
 
 
 _register_builtin()

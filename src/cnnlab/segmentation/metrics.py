@@ -98,37 +98,3 @@ def summarize(c: Counts) -> dict[str, float]:
                  for k, v in scores(c).items()}
     return {**pooled, **per_image, "images": int(len(c.tp))}
 
-
-@torch.no_grad()
-def predict_masks(model: torch.nn.Module, images: Tensor, *, mean, std,
-                  batch_size: int = 32) -> Tensor:
-    """Per-pixel logits ``(N, K, H, W)`` of ``model`` for uint8 images, in eval mode, batch by
-    batch (the model's train/eval mode is restored)."""
-    from cnnlab.data import normalize
-
-    was_training = model.training
-    model.eval()
-    try:
-        outs = [model(normalize(images[s:s + batch_size], mean, std)).float()
-                for s in range(0, len(images), batch_size)]
-    finally:
-        model.train(was_training)
-    return torch.cat(outs) if outs else torch.zeros((0, 1, *images.shape[2:]))
-
-
-def evaluate_segmentation(model: torch.nn.Module, images: Tensor, masks: Tensor, *, mean, std,
-                          loss=None, batch_size: int = 32) -> dict:
-    """Every metric of ``model`` on uint8 ``images`` and their {0, 1} ``masks`` ``(N, 1, H, W)``.
-
-    Returns:
-        :func:`summarize`'s dict plus ``per_image_iou`` (list, in image order), ``loss`` (the
-        mean of ``loss(logits, masks)`` over batches when ``loss`` is given) and ``logits``.
-    """
-    logits = predict_masks(model, images, mean=mean, std=std, batch_size=batch_size)
-    counts = confusion_counts(logits, masks)
-    out = summarize(counts)
-    out["per_image_iou"] = [float(v) for v in scores(counts)["iou"]]
-    if loss is not None:
-        out["loss"] = float(loss(logits, masks.to(logits.dtype), check=False))
-    out["logits"] = logits
-    return out

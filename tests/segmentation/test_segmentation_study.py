@@ -110,7 +110,8 @@ def test_tiny_study_end_to_end_on_real_horses(tmp_path, monkeypatch):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    # a torchvision MobileNetV2 state dict as the "pretrained" encoder (skips the CIFAR run)
+    # a (random) cnnlab mobilenet_v2 weights file as the "pretrained" encoder: skips the CIFAR
+    # pretraining run, which the committed quick reports exercise
     from cnnlab import models
 
     torch.save(models.create("mobilenet_v2", width=0.35).state_dict(), tmp_path / "enc.pt")
@@ -123,6 +124,7 @@ def test_tiny_study_end_to_end_on_real_horses(tmp_path, monkeypatch):
     out = tmp_path / "study"
     saved = json.loads((out / "results.json").read_text())
     assert len(saved["runs"]) == len(plan_runs(BUDGETS["smoke"]))
+    assert [r["key"] for r in payload["runs"]] == [r["key"] for r in saved["runs"]]
     for r in saved["runs"]:
         for key in ("dataset", "model", "loss", "encoder", "seed", "test_iou", "test_dice",
                     "train_seconds"):

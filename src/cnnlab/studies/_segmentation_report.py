@@ -100,7 +100,11 @@ def layout(rep, payload: dict[str, Any], found, ds) -> None:
     rep.section("Predicted masks: best and worst test images")
     rep.text(f"Run {info['run']} ({info['config']}); per-image test IoU median "
              f"{info['per_image_iou_median']:.3f}. Columns: image, true mask, predicted mask "
-             "(logit > 0, i.e. probability > 0.5), errors (red: false positive, blue: false negative).")
+             "(logit > 0, i.e. probability > 0.5), errors (red: false positive, blue: false "
+             "negative). A dotted, chequered texture in predicted masks of unet_mobilenet_v2 is the "
+             "known artefact of stride-2 transposed convolutions whose kernel (3) is not a "
+             "multiple of the stride (Odena et al. 2016, 'Deconvolution and checkerboard "
+             "artifacts'): the course's decoder has it by design.")
     for which in ("best", "worst"):
         rep.figure(plots.overlays(_overlay_rows(payload, ds, which),
                                   f"{which} {N_SHOWN} test images by IoU"),

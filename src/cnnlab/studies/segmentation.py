@@ -246,8 +246,9 @@ def execute_run(session: runner.Session, spec: RunSpec, weights: str | None) -> 
     budget, opts = session.budget, session.options
     cfg = train_config(spec, budget, opts, str(session.device))
     ds = session.dataset()
-    spec_dict = {**asdict(spec), "encoder_weights": weights if spec.encoder.startswith(
-        "pretrained") else None}
+    # the weights' content, not their path, is what changes the result (a moved folder reuses)
+    spec_dict = {**asdict(spec), "encoder_weights_sha256": _file_digest(weights)
+                 if spec.encoder.startswith("pretrained") else None}
     record = session.store.train(spec.key, cfg, spec=spec_dict, dataset=ds,
                                  model=lambda: build_model(spec, cfg, ds.in_chans, weights))
     m = record.metrics

@@ -101,9 +101,10 @@ BUDGETS: dict[str, Budget] = {
         isbi=(("size", 256), ("batch_size", 4), ("epochs", 10)),
         description="horses 96x96 (membranes 256x256), alpha 0.35, 6 epochs (membranes 10); "
                     "BCE and IoU with 3 seeds",
-        # horse: 436 s wall for the 13 runs incl. 141 s of CIFAR-10 pretraining, measured with
-        # 1 torch thread while other agents loaded the machine (user time 4.0 min)
-        cost="about 7.5 min on horses (measured on 2 CPU cores, AMD EPYC, 1 torch thread, "
+        # 13 runs incl. 121-165 s of CIFAR-10 pretraining, 1 torch thread, other agents loading
+        # the machine: horse 370 s (docs/segmentation-study-horse-cpu) and 436 s, isbi2012
+        # 530 s (docs/segmentation-study-isbi2012-cpu) and 443 s wall; user time 3.7-4.4 min
+        cost="6-9 min per data set (measured on 2 CPU cores, AMD EPYC, 1 torch thread, "
              "under load from other processes)"),
     "standard": Budget(
         "standard", size=224, epochs=40, batch_size=16, lr=1e-3, width=1.0, decoder_width=1.0,

@@ -11,7 +11,7 @@ import torchvision
 from cnnlab import models
 from cnnlab.engine import checkpoint as ckpt_io
 from cnnlab.errors import UserError
-from cnnlab.segmentation import load_encoder_weights
+from cnnlab.engine.encoder_weights import load_encoder_weights
 
 # The TF pix2pix tutorial's taps of MobileNetV2 (alpha 1) on a 128x128 input: (H, W, C)
 KERAS_TAPS = [(64, 64, 96), (32, 32, 144), (16, 16, 192), (8, 8, 576), (4, 4, 320)]

@@ -9,7 +9,7 @@ and concatenates the encoder's map of the same resolution at every stage):
   with decoder widths 512/256/128/64, ending in a ``ConvTranspose2d(k=3, s=2)`` to the input
   resolution. The encoder's module names are torchvision's (``encoder.features.0`` ...
   ``encoder.features.17``), so torchvision and cnnlab MobileNetV2 weights load into it
-  (:func:`cnnlab.segmentation.load_encoder_weights`).
+  (:func:`cnnlab.engine.encoder_weights.load_encoder_weights`).
 
   ======================  ==============================  ==========  ================
   Keras layer             here                            stride      channels (alpha 1)

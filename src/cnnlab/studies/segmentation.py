@@ -9,7 +9,7 @@ pix2pix decoder) and Ronneberger et al.'s ``unet``, and writes a report (``repor
 
 1. **Pretraining** -- the "pretrained" encoder is a MobileNetV2 that cnnlab trained itself on
    CIFAR-10 (``mobilenet_v2_cifar``, same widths; its RGB stem is summed to the one grey channel,
-   :func:`cnnlab.segmentation.load_encoder_weights`): no ImageNet weights exist offline.
+   :func:`cnnlab.engine.encoder_weights.load_encoder_weights`): no ImageNet weights exist offline.
    ``--encoder-weights FILE`` uses another file instead (e.g. torchvision's ImageNet
    MobileNetV2 state dict, or a cnnlab run).
 2. **Losses** -- BCE, the course's soft IoU loss, soft Dice and BCE + Dice on the course's
@@ -207,7 +207,7 @@ def build_model(spec: RunSpec, config, in_chans: int, weights: str | None) -> to
     """The run's network, seeded as the engine seeds its own; encoder weights loaded."""
     from cnnlab import models
     from cnnlab.engine import derive_seed
-    from cnnlab.segmentation import load_encoder_weights
+    from cnnlab.engine.encoder_weights import load_encoder_weights
 
     torch.manual_seed(derive_seed(config.seed, "init"))
     kwargs = dict(config.model_kwargs)
@@ -302,7 +302,7 @@ def execute(session: runner.Session) -> base.Outcome:
     weights = pre["path"] if pre else None
     if weights:  # a bad file fails now, before any segmentation run: one line
         from cnnlab import models
-        from cnnlab.segmentation import load_encoder_weights
+        from cnnlab.engine.encoder_weights import load_encoder_weights
 
         probe = models.create("unet_mobilenet_v2", num_classes=1, in_chans=ds.in_chans,
                               width=budget.width, decoder_width=budget.decoder_width)

@@ -11,7 +11,8 @@ weights are the ``features.*`` entries of any of:
 * a cnnlab ``unet_mobilenet_v2`` weights file (its ``encoder.features.*`` entries);
 * ``torchvision.models.mobilenet_v2().state_dict()`` saved with ``torch.save``.
 
-Files are read with the one loader, :mod:`cnnlab.engine.checkpoint` (tensors only: nothing is
+It lives in the engine because files are read with the one loader,
+:mod:`cnnlab.engine.checkpoint` (tensors only: nothing is
 unpickled as code). The entries the encoder does not have (the classifier, ``features.18``,
 the last block's BatchNorm, a U-Net's decoder) are ignored; every encoder entry must be present
 with the encoder's shape, except that a 3-channel stem loads into a 1-channel encoder by summing

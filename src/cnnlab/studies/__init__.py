@@ -17,6 +17,7 @@ STUDIES: dict[str, str] = {
     "mobilenet": "cnnlab.studies.mobilenet",
     "dynamics": "cnnlab.studies.dynamics",
     "course-figure": "cnnlab.studies.course_figure",
+    "sentiment": "cnnlab.studies.sentiment",
 }
 
 

@@ -66,7 +66,7 @@ def main() -> None:
     results = []
     for seed in (int(s) for s in args.seeds.split(",")):
         t0 = time.perf_counter()
-        r = train(config(args, seed), dataset=sst, log=False)
+        r = train(config(args, seed), dataset=sst, log=True)  # quiet: one line per epoch
         curve = [(h["epoch"], round(h["val_accuracy"], 4), round(h["train_time_s"], 1))
                  for h in r.history]
         row = {"model": args.model, "train_on": args.train_on, "seed": seed,

@@ -18,6 +18,7 @@ STUDIES: dict[str, str] = {
     "dynamics": "cnnlab.studies.dynamics",
     "course-figure": "cnnlab.studies.course_figure",
     "segmentation": "cnnlab.studies.segmentation",
+    "sentiment": "cnnlab.studies.sentiment",
 }
 
 

@@ -70,3 +70,33 @@ def write_cifar():
         (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
 
     return write
+
+
+@pytest.fixture(scope="session")
+def write_sst():
+    """A function writing a small learnable SST-5 look-alike (PTB-style trees in ``train.txt``,
+    ``dev.txt``, ``test.txt``) to ``folder``: each sentence mixes filler words with positive and
+    negative words, and every node's label is ``clip(2 + #positive - #negative, 0, 4)`` over the
+    words it spans, so sentences and phrases are labelled consistently."""
+    import numpy as np
+
+    pos, neg = ("good", "great", "fine", "nice"), ("bad", "awful", "poor", "dull")
+    filler = ("the", "movie", "is", "a", "film", "plot", "it", "of")
+
+    def label(words):
+        return int(np.clip(2 + sum(w in pos for w in words) - sum(w in neg for w in words), 0, 4))
+
+    def tree(words):
+        if len(words) == 1:
+            return f"({label(words)} {words[0]})"
+        return f"({label(words)} {tree(words[:1])} {tree(words[1:])})"
+
+    def write(folder, rng, sizes=(300, 60, 100)):
+        folder.mkdir(parents=True)
+        vocab = np.array(pos + neg + filler * 2)
+        for split, n in zip(("train", "dev", "test"), sizes, strict=True):
+            lines = [tree(list(rng.choice(vocab, int(rng.integers(3, 11))))) for _ in range(n)]
+            (folder / f"{split}.txt").write_text("\n".join(lines) + "\n")
+        return folder
+
+    return write

@@ -32,3 +32,12 @@ def test_fashion_cpu_bench_smoke(tmp_path, monkeypatch, capsys):
     run_script("bench_fashion_cpu.py", ["--smoke", "--threads", "1", "--recipe", "compact_cnn"],
                monkeypatch)
     assert "compact_cnn" in capsys.readouterr().out
+
+
+def test_unet_cpu_bench_smoke(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "u.json"
+    run_script("bench_unet_cpu.py", ["--smoke", "--threads", "1", "--out", str(out)], monkeypatch)
+    assert "ratio cnnlab / smp" in capsys.readouterr().out
+    record = json.loads(out.read_text())
+    assert set(record["models"]) == {"cnnlab", "smp"}
+    assert all(m["macs"] > 0 and m["images_per_s"] > 0 for m in record["models"].values())

@@ -83,10 +83,28 @@ def test_bad_inputs_are_user_errors(call, msg):
     ({"vocab_size": 1}, r"vocab_size must be an integer >= 2, got 1"),
     ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
     ({"hidden_size": 0}, "hidden_size must be a positive integer"),
+    ({"embed_scale": -0.1}, "embed_scale must be a finite number >= 0, got -0.1"),
+    ({"embed_scale": float("nan")}, "embed_scale must be a finite number >= 0"),
 ])
 def test_bad_options(kw, msg):
     with pytest.raises(UserError, match=msg):
         create("gru", **kw)
+
+
+@pytest.mark.parametrize("name", ["kim_cnn", "lstm", "bag_of_embeddings"])
+def test_embed_scale_draws_uniform_word_vectors_and_keeps_padding_zero(name):
+    torch.manual_seed(0)
+    w = create(name, num_classes=5, vocab_size=2000, embed_dim=50,
+               embed_scale=0.25).embedding.weight.detach()
+    assert torch.equal(w[0], torch.zeros(50))
+    rest = w[1:].flatten()
+    assert float(rest.abs().max()) <= 0.25
+    # U(-a, a) has variance a^2 / 3; over 99,950 draws the sample variance's relative standard
+    # error is sqrt(4/45 / n) = 0.3%: 3% is a 10-sigma margin
+    assert abs(float(rest.var()) / (0.25 ** 2 / 3) - 1) < 0.03
+    torch.manual_seed(0)
+    default = create(name, num_classes=5, vocab_size=2000, embed_dim=50).embedding.weight
+    assert abs(float(default[1:].detach().std()) - 1.0) < 0.02  # torch's N(0, 1)
 
 
 def test_analyzer_counts_the_lstm():

@@ -1,4 +1,4 @@
-"""``cnnlab train``: train a registered model on CIFAR-10 or Fashion-MNIST.
+"""``cnnlab train``: train a registered model on CIFAR-10, Fashion-MNIST or SST-5.
 
 Every option maps to one field of :class:`cnnlab.engine.TrainConfig` (same name, dashes for
 underscores). With ``--resume`` the saved settings of the run in ``--out`` are the defaults, so
@@ -50,12 +50,12 @@ def _model_kw(text: str) -> tuple[str, object]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from cnnlab.data import DATASETS
     from cnnlab.engine.config import OPTIMIZERS, SCHEDULES, TrainConfig
+    from cnnlab.engine.tasks import dataset_names
 
     d = TrainConfig()
     p = subparsers.add_parser(
-        "train", help="train a model on CIFAR-10 or Fashion-MNIST",
+        "train", help="train a model on CIFAR-10, Fashion-MNIST or SST-5",
         description="Train a registered model (see `cnnlab models`) on real data, with progress "
         "bars, checkpoints every epoch, learning curves, a confusion matrix and per-class "
         "metrics. Data: see `--data-dir`; decoded images are cached in ~/.cache/cnnlab.",
@@ -63,7 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         argument_default=argparse.SUPPRESS)
     g = p.add_argument_group("what to train")
     g.add_argument("--model", help="registered model name, e.g. simple_cnn, mobilenet_v2_cifar")
-    g.add_argument("--dataset", choices=DATASETS)
+    g.add_argument("--dataset", choices=dataset_names(),
+                   help="images: cifar10, fashion-mnist; sentences: sst5 (5 sentiment classes)")
     g.add_argument("--width", type=float, help=f"width multiplier alpha (default {d.width})")
     g.add_argument("--resolution", type=float,
                    help=f"resolution multiplier rho: inputs resized to rho x native size "
@@ -79,12 +80,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--download", action="store_true",
                    help="download the data set with torchvision if it is missing (needs internet)")
     g.add_argument("--subset", type=int, metavar="N",
-                   help="train on N images (stratified), test on the same fraction of the test set")
+                   help="train on N images (stratified), test on the same fraction of the test set "
+                        "(sst5: N training examples; dev and test stay whole)")
     g.add_argument("--val-fraction", type=float,
                    help=f"validation hold-out: a fraction, or a count if >= 1; 0 = none "
-                        f"(default {d.val_fraction})")
+                        f"(default {d.val_fraction}; sst5: any value > 0 validates on the "
+                        f"official dev split)")
     g.add_argument("--split-seed", type=int,
                    help=f"seed of the subset and split (default {d.split_seed})")
+    g.add_argument("--task-kw", dest="task_kwargs", type=_model_kw, action="append",
+                   metavar="KEY=VALUE",
+                   help="option of the data set's task (repeatable); sst5: train_on=sentences|"
+                        "phrases, min_freq=N (rarer words are <unk>), max_norm=S (Kim 2014's "
+                        "constraint on the last layer; 0 = off)")
     g.add_argument("--augment",
                    help=f"'default' (the data set's recipe), 'none', or 'flip,translate=4,"
                         f"pad=reflect|zero,rotate=DEG,cutout=PX' (default {d.augment})")
@@ -145,8 +153,9 @@ def build_config(args: argparse.Namespace):
              if k not in ("func", "command", "argv", "nproc_per_node")}
     if given.get("threads") is None:
         given.pop("threads", None)
-    if "model_kwargs" in given:
-        given["model_kwargs"] = dict(given["model_kwargs"])
+    for key in ("model_kwargs", "task_kwargs"):
+        if key in given:
+            given[key] = dict(given[key])
     if "out" not in given:
         raise UserError("--out DIR is required (the run folder)")
     saved = Path(given["out"]) / "config.json"

@@ -1,5 +1,6 @@
 """Real data for training: CIFAR-10 and Fashion-MNIST, splits, resizing, batched augmentation;
-SST-5 sentences and phrases for sentiment (:mod:`cnnlab.data.sst`).
+SST-5 sentences and phrases for sentiment (:mod:`cnnlab.data.sst`); Weizmann horses and ISBI 2012
+membranes for binary segmentation (:mod:`cnnlab.data.segmentation`).
 
 - :func:`load_dataset` finds, decodes (once, then from a cache) and checks a data set; see
   :mod:`cnnlab.data.datasets` for where it looks and which file layouts it reads.
@@ -30,11 +31,19 @@ from cnnlab.data.datasets import (
     CIFAR10_CLASSES,
     DATASETS,
     FASHION_MNIST_CLASSES,
+    SEGMENTATION_DATASETS,
     Dataset,
     default_cache_dir,
     default_data_dirs,
     find_source,
     load_dataset,
+)
+from cnnlab.data.segmentation import (
+    SegmentationDataset,
+    SegmentationSplits,
+    augment_pair,
+    load_segmentation,
+    segmentation_splits,
 )
 from cnnlab.data.sst import SST_CLASSES, SSTData, Vocabulary, load_sst
 from cnnlab.data.splits import (
@@ -50,8 +59,10 @@ from cnnlab.data.splits import (
 
 __all__ = [
     "AUGMENT_RECIPES", "Augment", "CIFAR10_CLASSES", "DATASETS", "Dataset", "FASHION_MNIST_CLASSES",
-    "Splits", "class_subset", "cutout", "default_cache_dir", "default_data_dirs", "find_source",
-    "hflip", "load_dataset", "load_sst", "make_splits", "normalize", "per_class_indices",
-    "read_image", "resize_images", "resized_size", "rotate", "SST_CLASSES", "SSTData", "Vocabulary",
+    "SEGMENTATION_DATASETS", "SegmentationDataset", "SegmentationSplits", "Splits", "augment_pair",
+    "class_subset", "cutout", "default_cache_dir", "default_data_dirs", "find_source", "hflip",
+    "load_dataset", "load_segmentation", "load_sst", "make_splits", "normalize", "per_class_indices",
+    "read_image", "resize_images", "resized_size", "rotate", "segmentation_splits", "SST_CLASSES",
+    "SSTData", "Vocabulary",
     "stratified_indices", "train_val_indices", "translate",
 ]

@@ -216,12 +216,18 @@ _SPECS: dict[str, _Spec] = {
 }
 
 DATASETS: tuple[str, ...] = tuple(_SPECS)
-"""The names :func:`load_dataset` accepts."""
+"""The image-classification data sets (what ``cnnlab train --dataset`` accepts)."""
+
+SEGMENTATION_DATASETS: tuple[str, ...] = ("horse", "isbi2012")
+"""The binary-segmentation data sets, read by :mod:`cnnlab.data.segmentation`; :func:`load_dataset`
+accepts these names too and then returns a
+:class:`~cnnlab.data.segmentation.SegmentationDataset`."""
 
 
 def _spec(name: str) -> _Spec:
     if name not in _SPECS:
-        raise UserError(f"unknown dataset {name!r}; choose one of {list(DATASETS)}")
+        raise UserError(f"unknown dataset {name!r}; choose one of "
+                        f"{list(DATASETS + SEGMENTATION_DATASETS)}")
     return _SPECS[name]
 
 
@@ -332,13 +338,20 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None,
             (default ``$CNNLAB_DATA`` or ``./data``). Needs internet.
 
     Returns:
-        A :class:`Dataset` with ``(N, H, W, C)`` uint8 images.
+        A :class:`Dataset` with ``(N, H, W, C)`` uint8 images; for a name of
+        :data:`SEGMENTATION_DATASETS`, a :class:`~cnnlab.data.segmentation.SegmentationDataset`
+        (``download`` does not apply to them).
 
     Raises:
         DataNotFoundError: the data is nowhere it looked; the message lists where and how to get it.
         DataError: a file is truncated or corrupt, an image has the wrong size, a label is out of
             range, class folders are unknown or empty.
     """
+    if name in SEGMENTATION_DATASETS:
+        from cnnlab.data.segmentation import load_segmentation
+
+        return load_segmentation(name, data_dir=data_dir, cache_dir=cache_dir,
+                                 use_cache=use_cache)
     spec = _spec(name)
     try:
         source = find_source(name, data_dir)

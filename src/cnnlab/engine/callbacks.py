@@ -8,7 +8,8 @@ A callback overrides the hooks it needs; each receives the running :class:`~cnnl
     for each epoch:
         on_epoch_begin                      (not repeated when resuming in the middle of an epoch)
         for each step:
-            on_batch_begin                  run.batch = (images (B, C, H, W) float, labels (B,))
+            on_batch_begin                  run.batch = (images (B, C, H, W) float, labels (B,));
+                                            text: ((tokens, lengths), labels); run.inputs
             on_after_backward               gradients are in the parameters; run.loss is set
             on_batch_end                    the optimiser has stepped; run.step counts it
         on_validation_end                   run.val is the EvalResult (None without validation)

@@ -56,7 +56,7 @@ class TrainConfig:
 
     # what to train, on what
     model: str = "simple_cnn"  # a name from cnnlab.models.list_models()
-    dataset: str = "fashion-mnist"  # cifar10 | fashion-mnist
+    dataset: str = "fashion-mnist"  # cifar10 | fashion-mnist (images) | sst5 (sentences)
     width: float = 1.0  # width multiplier alpha (channels x alpha)
     resolution: float = 1.0  # resolution multiplier rho: images resized to round(rho x native)
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra options for models.create
@@ -66,6 +66,8 @@ class TrainConfig:
     subset: int | None = None  # train on this many images (stratified), test on the same fraction
     val_fraction: float = 0.1  # held out for validation: a fraction, or a count when >= 1; 0 = none
     split_seed: int = 0  # seeds the subset and the validation split (not the training)
+    task_kwargs: dict[str, Any] = field(default_factory=dict)  # options of the data set's task
+    #                                 (cnnlab.engine.tasks), e.g. sst5: train_on=phrases
 
     # optimisation
     epochs: int = 10  # passes over the training split
@@ -108,14 +110,14 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Check every value; raise one :class:`UserError` naming the first bad one."""
-        from cnnlab.data import DATASETS
+        from cnnlab.engine.tasks import dataset_names
 
         def need(ok: bool, what: str) -> None:
             if not ok:
                 raise UserError(what)
 
-        need(self.dataset in DATASETS,
-             f"unknown dataset {self.dataset!r}; choose one of {list(DATASETS)}")
+        need(self.dataset in dataset_names(),
+             f"unknown dataset {self.dataset!r}; choose one of {list(dataset_names())}")
         need(self.optimizer in OPTIMIZERS,
              f"optimizer must be one of {list(OPTIMIZERS)}, not {self.optimizer!r}")
         need(self.schedule in SCHEDULES,
@@ -131,6 +133,9 @@ class TrainConfig:
              f"lr scales must map module names to multipliers, not {self.lr_scales!r}")
         for prefix, scale in self.lr_scales.items():
             check_number(scale, f"learning-rate scale of {prefix!r}", low=0, low_open=True)
+        need(isinstance(self.task_kwargs, dict) and all(isinstance(k, str)
+                                                        for k in self.task_kwargs),
+             f"task kwargs must be a mapping of names to values, not {self.task_kwargs!r}")
         need(self.compile in COMPILE_MODES,
              f"compile mode must be one of {list(COMPILE_MODES[1:])} (or empty for off), not "
              f"{self.compile!r}")
@@ -187,7 +192,9 @@ class TrainConfig:
         theirs = other.to_dict() if isinstance(other, TrainConfig) else dict(other)
         # a key the other side lacks (saved before the key existed) had its default
         theirs = {**{f.name: f.default for f in dataclasses.fields(self)
-                     if f.default is not dataclasses.MISSING}, **theirs}
+                     if f.default is not dataclasses.MISSING},
+                  **{f.name: f.default_factory() for f in dataclasses.fields(self)
+                     if f.default_factory is not dataclasses.MISSING}, **theirs}
         mine = self.to_dict()
         keys = (set(mine) | set(theirs)) - ignore
         return {k: (mine.get(k), theirs.get(k)) for k in sorted(keys)

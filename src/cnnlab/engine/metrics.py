@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -72,12 +72,15 @@ class EvalResult:
         accuracy: fraction correct, in [0, 1].
         confusion: ``(K, K)`` int64 counts (rows = true class), on the CPU.
         logits: ``(N, K)`` float32 on the images' device.
+        metrics: a task's further metrics by name (e.g. ``iou``, ``dice``); empty for
+            classification. The trainer writes them as ``val_<name>`` / ``test_<name>``.
     """
 
     loss: float
     accuracy: float
     confusion: torch.Tensor
     logits: torch.Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def num(self) -> int:
@@ -159,6 +162,19 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
     if len(labels) == 0:
         raise UserError("cannot evaluate on an empty set")
     logits = predict(model, images, mean=mean, std=std, **predict_kw)
+    return evaluate_logits(logits, labels, num_classes)
+
+
+def evaluate_logits(logits: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None
+                    ) -> EvalResult:
+    """Loss, accuracy and confusion matrix of ``(N, K)`` logits against ``(N,)`` labels (what
+    :func:`evaluate` does once it has the logits; every classification task uses it).
+
+    Returns:
+        An :class:`EvalResult`; one host-device synchronisation in all.
+    """
+    if len(labels) == 0:
+        raise UserError("cannot evaluate on an empty set")
     k = num_classes or logits.shape[1]
     loss = F.cross_entropy(logits, labels, reduction="sum")
     cm = confusion_matrix(labels, logits.argmax(1), k)

@@ -104,7 +104,11 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", *, weights
     else:
         state = ckpt_io.load_weights(path / file, device)
     if model is None:
-        model = create_model(config, num_classes=len(data["classes"]), in_chans=data["in_chans"])
+        # "outputs": a task whose model has another output width than its class count
+        # (binary segmentation: one logit per pixel, two classes in the pixel confusion)
+        model = create_model(config, num_classes=data.get("outputs", len(data["classes"])),
+                             in_chans=data["in_chans"],
+                             **data.get("builder", {}))
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:  # missing/unexpected keys or shape mismatches
@@ -129,15 +133,23 @@ def read_run_config(run_dir: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
     saved = read_run_file(file)
     config = TrainConfig.from_dict(saved["config"], source=file)
     data = saved.get("data")
-    need = {"classes": list, "mean": list, "std": list, "image_size": list, "in_chans": int}
+    need: dict[str, type] = {"classes": list, "in_chans": int}
+    if not isinstance(data, dict) or data.get("task", "image_classification") == \
+            "image_classification":  # runs from before tasks name none: images
+        need.update({"mean": list, "std": list, "image_size": list})
+    else:
+        need["builder"] = dict  # the data set's builder arguments, e.g. vocab_size
     if not isinstance(data, dict) or any(not isinstance(data.get(k), t) for k, t in need.items()):
         raise DataError(f"{file}: the 'data' entry is missing or damaged (it needs "
                         f"{', '.join(need)}); the file is not one a run wrote")
     return config, data
 
 
-def create_model(config: TrainConfig, *, num_classes: int, in_chans: int) -> nn.Module:
+def create_model(config: TrainConfig, *, num_classes: int, in_chans: int, **data_kwargs: Any
+                 ) -> nn.Module:
     """The registry model ``config`` describes (name, width, ``--model-kw`` options).
+
+    ``data_kwargs`` are further builder arguments the data set fixes (``vocab_size`` for text).
 
     Raises:
         UserError: an unknown model, a ``--model-kw`` that repeats an argument cnnlab sets, or
@@ -147,10 +159,11 @@ def create_model(config: TrainConfig, *, num_classes: int, in_chans: int) -> nn.
 
     info = models.model_info(config.model)
     kwargs = dict(config.model_kwargs)
-    reserved = sorted(set(kwargs) & {"num_classes", "in_chans", "width"})
+    reserved = sorted(set(kwargs) & ({"num_classes", "in_chans", "width"} | set(data_kwargs)))
     if reserved:
         raise UserError(f"--model-kw {', '.join(reserved)}: set by cnnlab from the data set and "
                         "--width; remove it")
+    kwargs.update(data_kwargs)
     if info.supports_width:
         kwargs["width"] = config.width
     elif config.width != 1.0:

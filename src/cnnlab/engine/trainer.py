@@ -1,10 +1,16 @@
 """The training loop: GPU-resident data, batched augmentation, checkpoints that resume exactly.
 
+What is trained on comes from a :class:`cnnlab.engine.tasks.Task`, chosen by the data set: the
+data, each step's batch, the loss, the per-step statistics and the evaluation (image
+classification for CIFAR-10 and Fashion-MNIST, text classification for SST-5; see
+:mod:`cnnlab.engine.tasks` for how to add one). This loop is the same for every task.
+
 Design (why it is fast on a GPU and exact on the CPU):
 
-- The whole (subset of the) data set lives on the training device as uint8 ``(N, C, H, W)``;
-  each step gathers a batch by index and augments + normalises it with a few tensor ops on that
-  device (:class:`cnnlab.data.Augment`). No DataLoader, no host-to-device copies per step.
+- Image tasks: the whole (subset of the) data set lives on the training device as uint8
+  ``(N, C, H, W)``; each step gathers a batch by index and augments + normalises it with a few
+  tensor ops on that device (:class:`cnnlab.data.Augment`). No DataLoader, no host-to-device
+  copies per step.
 - Running loss/accuracy sums and per-step losses stay on the device; the host reads them only
   every ``log_every_s`` seconds and at the end of an epoch (each read waits for the GPU). On the
   CPU reading is free, so the loss is checked for NaN/inf after every step.
@@ -41,13 +47,14 @@ from torch import nn
 
 from cnnlab import _io
 from cnnlab.analysis.params import count_parameters
-from cnnlab.data import Augment, Dataset, Splits, load_dataset, make_splits
+from cnnlab.data import Dataset, Splits
 from cnnlab.engine import checkpoint as ckpt_io
 from cnnlab.engine import distributed
 from cnnlab.engine import outputs
+from cnnlab.engine import tasks as task_registry
 from cnnlab.engine.callbacks import Callback, EpochLogger, Event, ProgressBar, TensorBoardLogger
 from cnnlab.engine.config import TrainConfig
-from cnnlab.engine.metrics import EvalResult, evaluate
+from cnnlab.engine.metrics import EvalResult
 from cnnlab.engine.optim import EMA, lr_factor, make_optimizer
 from cnnlab.engine.run import create_model
 from cnnlab.errors import TrainingDiverged, UserError
@@ -76,10 +83,12 @@ class RunResult:
         model: the trained model in eval mode (the EMA weights when ``config.ema`` > 0): the
             weights ``test_accuracy`` was measured with.
         test_accuracy, test_loss: on the test split (plain cross-entropy).
-        best_val_accuracy, best_epoch: the best validation accuracy and its epoch (1-based);
-            None without a validation split.
+        best_val_accuracy, best_epoch: the validation accuracy of the best epoch (the task's
+            ``score``: the accuracy for classification) and that epoch (1-based); None without
+            a validation split.
         history: one dict per epoch (columns of ``history.csv``).
-        images_per_s: training images per second of pure training time.
+        images_per_s: training examples (images, sentences) per second of pure training
+            time.
         train_time_s: time in the training steps (augmentation, forward, backward, optimiser),
             without evaluation, checkpoints or data loading.
         wall_time_s: the whole run, including data loading, evaluation and checkpoints (summed
@@ -144,14 +153,18 @@ class Trainer:
         model: the network being trained (not compiled, not averaged).
         eval_model: what evaluation uses: the EMA copy when enabled, else ``model``.
         optimizer: the torch optimiser.
-        splits: the data tensors (:class:`cnnlab.data.Splits`), on ``device``.
-        augment: the augmentation recipe at this resolution.
+        task: the :class:`cnnlab.engine.tasks.Task` (data, batches, loss, metrics).
+        splits, augment, dataset: the image tasks' data tensors (:class:`cnnlab.data.Splits`)
+            on ``device``, augmentation recipe and data set.
         epoch: the current epoch, 0-based (the number of completed epochs).
         step_in_epoch: steps completed in the current epoch.
         step: steps completed in the whole run.
         steps_per_epoch, total_steps, batch_size: the loop's extent.
-        batch: ``(images (B, C, H, W) float32, labels (B,))`` of the current step.
-        logits, loss: of the current step (device tensors; ``loss.item()`` waits for the GPU).
+        batch: ``(input, targets)`` of the current step: for images ``(images (B, C, H, W)
+            float32, labels (B,))``; a model with several inputs gets the tuple
+            (``(tokens, lengths)`` for text). ``inputs`` is always the tuple.
+        logits, loss: the model's outputs and the loss of the current step (device tensors;
+            ``loss.item()`` waits for the GPU).
         lr: the learning rate of the current step.
         history: one dict per completed epoch.
         val: the last validation :class:`EvalResult` (None without validation).
@@ -161,11 +174,12 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, callbacks: Sequence[Callback] = (), *,
-                 model: nn.Module | None = None, dataset: Dataset | None = None,
+                 model: nn.Module | None = None, dataset: Dataset | Any = None,
                  log: bool = True) -> None:
         self.config = config.validate()
         self._wall_start = time.perf_counter()
-        augment = Augment.parse(config.augment, config.dataset)  # bad specs fail before the data
+        task_cls = task_registry.task_class(config.dataset)
+        task_cls.check_config(config)  # bad settings fail before the data
         if model is None:
             from cnnlab import models
 
@@ -179,26 +193,17 @@ class Trainer:
         if config.threads is not None:
             torch.set_num_threads(config.threads)
 
-        # data: decoded once (cached), then split, resized and moved to the device in one go
+        # data: the task loads (images: decoded once, cached), splits and places it
         t0 = time.perf_counter()
-        if dataset is None:
-            dataset = load_dataset(config.dataset, data_dir=config.data_dir,
-                                   cache_dir=config.cache_dir, download=config.download)
-        elif dataset.name != config.dataset:
-            raise UserError(f"config.dataset is {config.dataset!r} but the dataset given is "
-                            f"{dataset.name!r}")
-        self.dataset = dataset
-        self.splits: Splits = make_splits(dataset, val_fraction=config.val_fraction,
-                                          subset=config.subset, split_seed=config.split_seed,
-                                          resolution=config.resolution, device=self.device)
+        self.task: task_registry.Task = task_cls(config, self.device, dataset)
         self.data_time_s = time.perf_counter() - t0
-        n_train = len(self.splits.train_labels)
+        n_train = self.task.num_train
         if n_train == 0:
-            raise UserError("no training images left after the subset and validation split")
+            raise UserError(f"no training {self.task.examples} left after the subset and "
+                            "validation split")
         self.batch_size = distributed.global_batch(config.batch_size, n_train)  # all ranks
         self.steps_per_epoch = n_train // self.batch_size
         self.total_steps = self.steps_per_epoch * config.epochs
-        self.augment = augment.scaled(config.resolution).check_fits(self.splits.image_size)
 
         # model, optimiser, EMA
         if model is None:
@@ -210,7 +215,6 @@ class Trainer:
         self.ema = EMA(self.model, config.ema) if config.ema > 0 else None
         ddp = distributed.wrap(self.model, self.device)  # the module itself otherwise
         self._forward = torch.compile(ddp, mode=config.compile) if config.compile else ddp
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
         # loop state (all of it is in the checkpoint)
         self.epoch = 0
@@ -218,9 +222,12 @@ class Trainer:
         self.step = 0
         self.history: list[dict] = []
         self.best_val_accuracy: float | None = None
+        self.best_val_score: float | None = None  # the task's score of the best epoch
         self.best_epoch: int | None = None
+        self._best_state: dict[str, torch.Tensor] | None = None  # for task.restore_best
         self.should_stop = False
-        self.batch: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.batch: tuple[Any, torch.Tensor] | None = None
+        self.inputs: tuple[torch.Tensor, ...] | None = None
         self.logits: torch.Tensor | None = None
         self.loss: torch.Tensor | None = None
         self.lr = 0.0
@@ -255,15 +262,27 @@ class Trainer:
     def _create_model(self) -> nn.Module:
         from cnnlab import models
 
-        info = models.model_info(self.config.model)
-        h, w = self.splits.image_size
-        if len(info.min_input) == 2 and (h < info.min_input[0] or w < info.min_input[1]):
-            raise UserError(f"{self.config.model} needs inputs of at least {info.min_input[0]}x"
-                            f"{info.min_input[1]} pixels, but resolution {self.config.resolution}"
-                            f" gives {h}x{w}")
+        self.task.check_model(self.config.model, models.model_info(self.config.model))
         torch.manual_seed(ckpt_io.derive_seed(self.config.seed, "init"))
-        return create_model(self.config, num_classes=len(self.splits.classes),
-                            in_chans=self.splits.in_chans)
+        return create_model(self.config, **self.task.model_kwargs())
+
+    # the image tasks' data, under the names callbacks and studies have always used
+    @property
+    def splits(self) -> Splits:
+        return self._image_task().splits
+
+    @property
+    def augment(self):
+        return self._image_task().augment
+
+    @property
+    def dataset(self) -> Dataset:
+        return self._image_task().data
+
+    def _image_task(self) -> task_registry.ImageClassification:
+        if not isinstance(self.task, task_registry.ImageClassification):
+            raise AttributeError(f"the {self.task.name} task has no image splits")
+        return self.task
 
     def _open_out(self) -> None:
         """Create and lock the run folder; under the lock, check again that it is ours to use
@@ -282,7 +301,7 @@ class Trainer:
     def _new_epoch_accumulators(self) -> None:
         dev = self.device
         self._loss_sum = torch.zeros((), dtype=torch.float32, device=dev)
-        self._correct = torch.zeros((), dtype=torch.int64, device=dev)
+        self._stats = torch.zeros(len(self.task.stat_names), dtype=torch.float64, device=dev)
         self._seen = 0
         self._step_losses = torch.full((self.steps_per_epoch,), math.nan, device=dev)
         self._checked = 0  # steps of this epoch already checked for NaN/inf
@@ -337,7 +356,7 @@ class Trainer:
             raise KeyboardInterrupt
 
     def _train_epoch(self) -> None:
-        cfg, sp, dev = self.config, self.splits, self.device
+        cfg, dev, task = self.config, self.device, self.task
         e, bs = self.epoch, self.batch_size
         if self.step_in_epoch == 0:
             # fresh streams for this epoch (a mid-epoch resume restored their states instead)
@@ -346,9 +365,7 @@ class Trainer:
                                                                                 "augment")))
             self._new_epoch_accumulators()
             self._fire(Event.EPOCH_BEGIN)
-        shuffle = torch.Generator(device=dev)
-        shuffle.manual_seed(ckpt_io.derive_seed(cfg.seed, e, "shuffle"))
-        perm = torch.randperm(len(sp.train_labels), generator=shuffle, device=dev)
+        perm = self.task.epoch_order(ckpt_io.derive_seed(cfg.seed, e, "shuffle"), bs)
         self.model.train()
         self._session_start = time.perf_counter()
         self._session_seen = 0
@@ -356,11 +373,12 @@ class Trainer:
         for k in range(self.step_in_epoch, self.steps_per_epoch):
             self._check_interrupt()
             idx = distributed.shard(perm[k * bs:(k + 1) * bs])  # this rank's part
-            x = self.augment(sp.train_images[idx], sp.mean, sp.std, self._aug_gen)
+            inputs, y = task.batch(idx, self._aug_gen)
             if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = sp.train_labels[idx]
-            self.batch = (x, y)
+                inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4
+                               else x for x in inputs)
+            self.inputs = inputs
+            self.batch = (inputs[0] if len(inputs) == 1 else inputs, y)
             self._fire(Event.BATCH_BEGIN)
 
             self._at_boundary = False  # from here until the step is committed
@@ -368,18 +386,19 @@ class Trainer:
             for group in self.optimizer.param_groups:  # lr_scale: config.lr_scales
                 group["lr"] = self.lr * group.get("lr_scale", 1.0)
             with self._autocast():
-                logits = self._forward(x)
-            loss = self.criterion(logits.float(), y)
+                logits = self._forward(*inputs)
+            loss = task.loss(logits, y)
             self.logits, self.loss = logits, loss
             loss.backward()
             self._fire(Event.AFTER_BACKWARD)
             self.optimizer.step()
+            task.after_step(self.model)
             self.optimizer.zero_grad(set_to_none=True)
             if self.ema is not None:
                 self.ema.update(self.model)
             with torch.no_grad():
                 self._loss_sum += loss.detach() * len(y)
-                self._correct += (logits.argmax(1) == y).sum()
+                self._stats += task.step_stats(logits, y)
                 self._step_losses[k] = loss.detach()
             self._seen += len(y)
             self._session_seen += len(y)
@@ -401,30 +420,35 @@ class Trainer:
     def _end_epoch(self) -> None:
         self._check_interrupt()
         t0 = time.perf_counter()
-        sp = self.splits
         self.val = None
-        if len(sp.val_labels) and distributed.is_main():
-            self.val = self.evaluate(sp.val_images, sp.val_labels)
+        if self.task.split_size("val") and distributed.is_main():
+            self.val = self.evaluate_split("val")
         self._fire(Event.VALIDATION_END)
-        stats = distributed.all_sum(torch.stack([self._loss_sum.double(), self._correct.double(),
-                                                 torch.full_like(self._loss_sum, self._seen,
-                                                                 dtype=torch.float64)])).cpu()
-        seen = float(stats[2])  # over all ranks
+        stats = distributed.all_sum(torch.cat([
+            self._loss_sum.double().reshape(1), self._stats,
+            torch.full((1,), self._seen, dtype=torch.float64, device=self.device)])).cpu()
+        seen = float(stats[-1])  # over all ranks
+        val_metrics = {f"val_{k}": v for k, v in self.val.metrics.items()} if self.val else {}
         row = {
             "epoch": self.epoch + 1,
             "train_loss": float(stats[0]) / seen,
-            "train_accuracy": float(stats[1]) / seen,
+            **self.task.train_metrics(stats[1:-1], seen),
             "val_loss": self.val.loss if self.val else None,
             "val_accuracy": self.val.accuracy if self.val else None,
+            **val_metrics,
             "lr": self.lr,
             "epoch_time_s": self._epoch_train_s + time.perf_counter() - t0,  # train + validation
             "train_time_s": self._epoch_train_s,
             "images_per_s": seen / max(self._epoch_train_s, 1e-9),
         }
         self.history.append(row)
-        if self.val is not None and (self.best_val_accuracy is None
-                                     or self.val.accuracy > self.best_val_accuracy):
-            self.best_val_accuracy, self.best_epoch = self.val.accuracy, self.epoch + 1
+        score = self.task.score(self.val) if self.val is not None else None
+        if score is not None and (self.best_val_score is None or score > self.best_val_score):
+            self.best_val_score, self.best_epoch = score, self.epoch + 1
+            self.best_val_accuracy = self.val.accuracy
+            if self.task.restore_best:
+                self._best_state = {k: v.detach().clone()
+                                    for k, v in self.eval_model.state_dict().items()}
             if self.out is not None:
                 ckpt_io.atomic_save(self.eval_model.state_dict(), self.out / ckpt_io.BEST)
         self.epoch += 1
@@ -433,23 +457,35 @@ class Trainer:
         self.should_stop = distributed.any_rank(self.should_stop)  # rank 0's val decides
         if self.out is not None and distributed.is_main():
             ckpt_io.atomic_save(self._state(), self.out / ckpt_io.CHECKPOINT)
-            outputs.write_csv(self.out / "history.csv", self.history, outputs.HISTORY_COLUMNS)
+            outputs.write_csv(self.out / "history.csv", self.history, self._history_columns)
+
+    @property
+    def _history_columns(self) -> tuple[str, ...]:
+        return outputs.HISTORY_COLUMNS + tuple(self.task.history_columns)
+
+    def evaluate_split(self, split: str) -> EvalResult:
+        """The task's evaluation of the current weights (EMA when on) on ``split`` ("val" or
+        "test"), exactly as the run evaluates them."""
+        return self.task.evaluate(self.eval_model, split, batch_size=self.config.eval_batch_size,
+                                  amp=self.amp, channels_last=self.channels_last)
 
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> EvalResult:
-        """Loss and accuracy of the current weights (EMA when on) on uint8 ``(N, C, H, W)``
-        images, exactly as the run evaluates its validation and test splits (callbacks may call
-        it, e.g. for a test-error curve)."""
-        return evaluate(self.eval_model, images, labels, mean=self.splits.mean, std=self.splits.std,
-                        num_classes=len(self.splits.classes),
-                        batch_size=self.config.eval_batch_size, amp=self.amp,
-                        channels_last=self.channels_last, tta=self.config.tta)
+        """Image tasks: loss and accuracy of the current weights (EMA when on) on uint8
+        ``(N, C, H, W)`` images, exactly as the run evaluates its validation and test splits
+        (callbacks may call it, e.g. for a test-error curve)."""
+        return self._image_task().evaluate_images(
+            self.eval_model, images, labels, batch_size=self.config.eval_batch_size,
+            amp=self.amp, channels_last=self.channels_last)
 
     def running_stats(self) -> dict[str, float]:
-        """The current epoch's mean loss, accuracy and images/s so far (waits for the GPU)."""
-        stats = torch.stack([self._loss_sum.double(), self._correct.double()]).cpu()
+        """The current epoch's mean loss, accuracy (and the task's other training metrics,
+        without ``train_``) and examples/s so far (waits for the GPU)."""
+        stats = torch.cat([self._loss_sum.double().reshape(1), self._stats]).cpu()
         seen = max(self._seen, 1)
         elapsed = max(time.perf_counter() - self._session_start, 1e-9)
-        return {"loss": float(stats[0]) / seen, "accuracy": float(stats[1]) / seen,
+        metrics = {k.removeprefix("train_"): v
+                   for k, v in self.task.train_metrics(stats[1:], seen).items()}
+        return {"loss": float(stats[0]) / seen, **metrics,
                 "images_per_s": self._session_seen * distributed.world_size() / elapsed}
 
     def _check_finite(self) -> None:
@@ -491,8 +527,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ finishing, outputs
     def _finish(self) -> RunResult:
-        sp = self.splits
-        test = self.evaluate(sp.test_images, sp.test_labels)
+        task = self.task
+        extra: dict[str, Any] = {}
+        if task.restore_best and self.best_epoch is not None:
+            # early stopping: the best validation epoch's weights are tested and saved
+            best = self._best_state
+            if best is None:  # resumed after that epoch: its weights are in best.pt
+                best = ckpt_io.load_weights(self.out / ckpt_io.BEST, self.device)
+            self.eval_model.load_state_dict(best)
+            extra["tested_epoch"] = self.best_epoch
+        test = self.evaluate_split("test")
         train_time = sum(r["train_time_s"] for r in self.history)
         images = sum(r["images_per_s"] * r["train_time_s"] for r in self.history)
         wall = self._prior_wall_s + time.perf_counter() - self._wall_start
@@ -502,31 +546,27 @@ class Trainer:
             best_epoch=self.best_epoch, history=list(self.history),
             images_per_s=images / max(train_time, 1e-9), train_time_s=train_time,
             wall_time_s=wall, confusion=test.confusion.numpy(),
-            per_class=test.per_class(sp.classes), classes=tuple(sp.classes), out=self.out,
-            extra={"data_time_s": self.data_time_s, "num_train": len(sp.train_labels),
-                   "num_val": len(sp.val_labels), "num_test": len(sp.test_labels),
+            per_class=task.per_class(test), classes=tuple(task.classes), out=self.out,
+            extra={"data_time_s": self.data_time_s, "num_train": task.split_size("train"),
+                   "num_val": task.split_size("val"), "num_test": task.split_size("test"),
                    "parameters": count_parameters(self.model).total,
                    "device": str(self.device), "amp": self.amp,
-                   "channels_last": self.channels_last})
+                   "channels_last": self.channels_last,
+                   **{f"test_{k}": v for k, v in test.metrics.items()}, **extra})
         if self.out is not None:
             self._write_outputs(result)
-            outputs.write_predictions(self.out / "test_predictions.npz", sp.test_labels,
-                                      test.logits)
+            task.write_predictions(self.out / "test_predictions.npz", test)
         return result
 
     def data_info(self) -> dict[str, Any]:
-        """What ``load_run`` needs to rebuild inputs: classes, normalisation, image size."""
-        sp = self.splits
-        return {"name": self.dataset.name, "classes": list(sp.classes), "mean": list(sp.mean),
-                "std": list(sp.std), "image_size": list(sp.image_size),
-                "native_size": list(self.dataset.native_size), "in_chans": sp.in_chans,
-                "num_train": len(sp.train_labels), "num_val": len(sp.val_labels),
-                "num_test": len(sp.test_labels), "source": self.dataset.source,
-                "augment": self.augment.describe()}
+        """What ``load_run`` needs to rebuild inputs (the task's: classes, normalisation, image
+        size for images; vocabulary size for text)."""
+        return self.task.data_info()
 
     def _write_config(self) -> None:
         from cnnlab.provenance import environment
 
+        self.task.write_files(self.out)
         outputs.write_json(self.out / "config.json", {
             "config": self.config.to_dict(), "data": self.data_info(),
             "resolved": {"device": str(self.device), "amp": self.amp,
@@ -543,7 +583,7 @@ class Trainer:
         ckpt_io.atomic_save(result.model.state_dict(), out / ckpt_io.FINAL)
         outputs.write_json(out / "metrics.json", {**result.metrics(),
                                                   "environment": environment(self.device)})
-        outputs.write_csv(out / "history.csv", result.history, outputs.HISTORY_COLUMNS)
+        outputs.write_csv(out / "history.csv", result.history, self._history_columns)
         outputs.write_json(out / "per_class.json", result.per_class)
         outputs.write_csv(out / "per_class.csv", result.per_class,
                           ("class", "precision", "recall", "f1", "support"))
@@ -565,6 +605,7 @@ class Trainer:
             "callbacks": {self._cb_key(i): cb.state_dict() for i, cb in enumerate(self.callbacks)},
             "history": self.history,
             "best_val_accuracy": self.best_val_accuracy,
+            "best_val_score": self.best_val_score,
             "best_epoch": self.best_epoch,
             "wall_time_s": self._prior_wall_s + time.perf_counter() - self._wall_start,
             "threads": torch.get_num_threads(),  # an exact resume needs the same number
@@ -572,7 +613,7 @@ class Trainer:
         }
         if mid_epoch:
             state["mid_epoch"] = distributed.gather({  # every rank's streams, on rank 0
-                "loss_sum": self._loss_sum, "correct": self._correct, "seen": self._seen,
+                "loss_sum": self._loss_sum, "stats": self._stats, "seen": self._seen,
                 "step_losses": self._step_losses, "checked": self._checked,
                 "epoch_train_s": self._epoch_train_s + (
                     0.0 if self._loop_start is None else time.perf_counter() - self._loop_start),
@@ -617,10 +658,15 @@ class Trainer:
         self.should_stop = state["stopped"]
         self.history = list(state["history"])
         self.best_val_accuracy, self.best_epoch = state["best_val_accuracy"], state["best_epoch"]
+        # checkpoints from before tasks existed: the score was the accuracy
+        self.best_val_score = state.get("best_val_score", self.best_val_accuracy)
         self._prior_wall_s = state["wall_time_s"]
         mid = distributed.own(state.get("mid_epoch"))
         if mid is not None:
-            self._loss_sum, self._correct = mid["loss_sum"], mid["correct"]
+            self._loss_sum = mid["loss_sum"]
+            # before tasks, the one statistic was the correct count ("correct", int64)
+            self._stats = (mid["stats"] if "stats" in mid
+                           else mid["correct"].to(torch.float64).reshape(1))
             self._seen, self._checked = mid["seen"], mid["checked"]
             self._step_losses = mid["step_losses"]
             self._epoch_train_s, self.lr = mid["epoch_train_s"], mid["lr"]

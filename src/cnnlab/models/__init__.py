@@ -1,5 +1,7 @@
 """The model zoo: MobileNetV1/V2, Conv MobileNet, VGG-style CNNs, CIFAR ResNets and plain nets,
-and sentence classifiers (RNN, GRU, LSTM, Bi-LSTM, Kim CNN, bag of embeddings; :mod:`.text`).
+sentence classifiers (RNN, GRU, LSTM, Bi-LSTM, Kim CNN, bag of embeddings; :mod:`.text`) and
+segmentation U-Nets (``unet_mobilenet_v2``, ``unet``; :mod:`.unet`: ``(N, C, H, W)`` images to
+``(N, K, H, W)`` per-pixel logits).
 
 Build models by name::
 
@@ -20,6 +22,7 @@ from cnnlab.models import (  # noqa: F401  (registers)
     resnet_cifar,
     stacked_cnn,
     text,
+    unet,
     vgg,
 )
 from cnnlab.models._layers import init_weights, make_divisible, resolve_act, resolve_norm

@@ -81,13 +81,19 @@ class TextClassifier(nn.Module):
         vocab_size, embed_dim: the embedding table is ``(vocab_size, embed_dim)``.
         num_classes: outputs.
         dropout: before the classifier (and, for the RNNs, on the word vectors).
+        embed_scale: 0 keeps torch's N(0, 1) word vectors; s > 0 draws them from U(-s, s)
+            (Kim 2014 used 0.25 for the random vectors of CNN-rand).
     """
 
     def __init__(self, *, name: str, encoder: nn.Module, features: int, vocab_size: int,
-                 embed_dim: int, num_classes: int, dropout: float) -> None:
+                 embed_dim: int, num_classes: int, dropout: float,
+                 embed_scale: float = 0.0) -> None:
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise UserError(f"dropout must be in [0, 1), got {dropout!r}")
+        if isinstance(embed_scale, bool) or not isinstance(embed_scale, (int, float)) \
+                or not 0.0 <= embed_scale < float("inf"):
+            raise UserError(f"embed_scale must be a finite number >= 0, got {embed_scale!r}")
         for what, v in (("vocab_size", vocab_size), ("embed_dim", embed_dim)):
             if isinstance(v, bool) or not isinstance(v, int) or v < (2 if what == "vocab_size"
                                                                      else 1):
@@ -97,6 +103,10 @@ class TextClassifier(nn.Module):
         self.vocab_size = vocab_size
         self.num_classes = num_classes
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        if embed_scale:
+            with torch.no_grad():
+                self.embedding.weight.uniform_(-embed_scale, embed_scale)
+                self.embedding.weight[0].zero_()  # padding stays the zero vector
         self.encoder = encoder
         self.classifier = nn.Sequential(
             nn.Dropout(dropout) if dropout > 0 else nn.Identity(), nn.Linear(features, num_classes)
@@ -189,13 +199,14 @@ class MeanEncoder(nn.Module):
 # ------------------------------------------------------------------------------------ builders
 
 def _recurrent(name: str, cell: str, bidirectional: bool, *, num_classes: int, vocab_size: int,
-               embed_dim: int, hidden_size: int, dropout: float) -> TextClassifier:
+               embed_dim: int, hidden_size: int, dropout: float,
+               embed_scale: float) -> TextClassifier:
     if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
         raise UserError(f"hidden_size must be a positive integer, got {hidden_size!r}")
     enc = RecurrentEncoder(cell, embed_dim, hidden_size, bidirectional, dropout)
     return TextClassifier(name=name, encoder=enc, features=enc.out_features,
                           vocab_size=vocab_size, embed_dim=embed_dim, num_classes=num_classes,
-                          dropout=dropout)
+                          dropout=dropout, embed_scale=embed_scale)
 
 
 def _register(name: str, description: str):  # noqa: ANN202
@@ -207,39 +218,43 @@ def _register(name: str, description: str):  # noqa: ANN202
 @_register("rnn", "Elman RNN (tanh), many-to-one: last hidden state -> linear; Socher et al. "
                   "2013 report 43.2% on SST-5")
 def rnn(*, num_classes: int, in_chans: int = 1, vocab_size: int = _VOCAB, embed_dim: int = 300,
-        hidden_size: int = 150, dropout: float = 0.5) -> nn.Module:
+        hidden_size: int = 150, dropout: float = 0.5, embed_scale: float = 0.0) -> nn.Module:
     return _recurrent("rnn", "rnn", False, num_classes=num_classes, vocab_size=vocab_size,
-                      embed_dim=embed_dim, hidden_size=hidden_size, dropout=dropout)
+                      embed_dim=embed_dim, hidden_size=hidden_size, dropout=dropout,
+                      embed_scale=embed_scale)
 
 
 @_register("gru", "GRU (Cho et al. 2014), many-to-one: last hidden state -> linear")
 def gru(*, num_classes: int, in_chans: int = 1, vocab_size: int = _VOCAB, embed_dim: int = 300,
-        hidden_size: int = 150, dropout: float = 0.5) -> nn.Module:
+        hidden_size: int = 150, dropout: float = 0.5, embed_scale: float = 0.0) -> nn.Module:
     return _recurrent("gru", "gru", False, num_classes=num_classes, vocab_size=vocab_size,
-                      embed_dim=embed_dim, hidden_size=hidden_size, dropout=dropout)
+                      embed_dim=embed_dim, hidden_size=hidden_size, dropout=dropout,
+                      embed_scale=embed_scale)
 
 
 @_register("lstm", "LSTM, many-to-one: last hidden state -> linear; Tai et al. 2015 report 46.4% "
                    "on SST-5 (GloVe)")
 def lstm(*, num_classes: int, in_chans: int = 1, vocab_size: int = _VOCAB, embed_dim: int = 300,
-         hidden_size: int = 150, dropout: float = 0.5) -> nn.Module:
+         hidden_size: int = 150, dropout: float = 0.5, embed_scale: float = 0.0) -> nn.Module:
     return _recurrent("lstm", "lstm", False, num_classes=num_classes, vocab_size=vocab_size,
-                      embed_dim=embed_dim, hidden_size=hidden_size, dropout=dropout)
+                      embed_dim=embed_dim, hidden_size=hidden_size, dropout=dropout,
+                      embed_scale=embed_scale)
 
 
 @_register("bilstm", "bidirectional LSTM, both final states -> linear; Tai et al. 2015 report "
                      "49.1% on SST-5 (GloVe)")
 def bilstm(*, num_classes: int, in_chans: int = 1, vocab_size: int = _VOCAB, embed_dim: int = 300,
-           hidden_size: int = 150, dropout: float = 0.5) -> nn.Module:
+           hidden_size: int = 150, dropout: float = 0.5, embed_scale: float = 0.0) -> nn.Module:
     return _recurrent("bilstm", "lstm", True, num_classes=num_classes, vocab_size=vocab_size,
-                      embed_dim=embed_dim, hidden_size=hidden_size, dropout=dropout)
+                      embed_dim=embed_dim, hidden_size=hidden_size, dropout=dropout,
+                      embed_scale=embed_scale)
 
 
 @_register("kim_cnn", "sentence CNN, Kim 2014: widths 3/4/5 x 100 maps, max over time, dropout "
                       "0.5; CNN-rand 45.0% on SST-5")
 def kim_cnn(*, num_classes: int, in_chans: int = 1, vocab_size: int = _VOCAB,
             embed_dim: int = 300, widths: tuple[int, ...] = (3, 4, 5), maps: int = 100,
-            dropout: float = 0.5) -> nn.Module:
+            dropout: float = 0.5, embed_scale: float = 0.0) -> nn.Module:
     widths = tuple(widths)
     if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
         raise UserError(f"widths must be positive integers, got {widths!r}")
@@ -248,14 +263,15 @@ def kim_cnn(*, num_classes: int, in_chans: int = 1, vocab_size: int = _VOCAB,
     enc = KimCNNEncoder(embed_dim, widths, maps)
     return TextClassifier(name="kim_cnn", encoder=enc, features=enc.out_features,
                           vocab_size=vocab_size, embed_dim=embed_dim, num_classes=num_classes,
-                          dropout=dropout)
+                          dropout=dropout, embed_scale=embed_scale)
 
 
 @_register("bag_of_embeddings", "baseline: mean of the word vectors -> linear (no word order; "
                                 "Joulin et al. 2017's fastText without n-grams)")
 def bag_of_embeddings(*, num_classes: int, in_chans: int = 1, vocab_size: int = _VOCAB,
-                      embed_dim: int = 300, dropout: float = 0.5) -> nn.Module:
+                      embed_dim: int = 300, dropout: float = 0.5,
+                      embed_scale: float = 0.0) -> nn.Module:
     enc = MeanEncoder(embed_dim)
     return TextClassifier(name="bag_of_embeddings", encoder=enc, features=enc.out_features,
                           vocab_size=vocab_size, embed_dim=embed_dim, num_classes=num_classes,
-                          dropout=dropout)
+                          dropout=dropout, embed_scale=embed_scale)

@@ -18,6 +18,8 @@ STUDIES: dict[str, str] = {
     "dynamics": "cnnlab.studies.dynamics",
     "course-figure": "cnnlab.studies.course_figure",
     "transfer": "cnnlab.studies.transfer",
+    "segmentation": "cnnlab.studies.segmentation",
+    "sentiment": "cnnlab.studies.sentiment",
 }
 
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cnnlab._io import release_dir
 from cnnlab.errors import UserError
 from cnnlab.studies.base import Budget, Outcome, Study, StudyOptions
 from cnnlab.studies.store import RunStore, open_output_folder
@@ -110,21 +111,24 @@ def run(study: Study, options: StudyOptions,
     budget = validate(study, options)
     device = resolve_device(options.device)
     out = open_output_folder(options.out or study.default_out())
-    env = environment(device)
-    env["torch_threads"] = torch.get_num_threads()
-    session = Session(study, options, budget, device, RunStore(out), out,
-                      _logger(study, options, log), env)
-    outcome = study.execute(session)
-    payload = outcome.payload
-    payload.update(
-        budget=asdict(budget), environment=env, resolution=list(outcome.resolution),
-        findings=[f.to_dict() for f in outcome.findings],
-        runs_trained=session.store.trained, runs_reused=session.store.reused,
-        wall_time_s=time.perf_counter() - session.started)
-    files = _write(session, outcome)
-    session.log(f"report: {files['html']} ({session.store.trained} runs trained, "
-                f"{session.store.reused} reused, {payload['wall_time_s']:.0f} s)")
-    return outcome, files
+    try:
+        env = environment(device)
+        env["torch_threads"] = torch.get_num_threads()
+        session = Session(study, options, budget, device, RunStore(out), out,
+                          _logger(study, options, log), env)
+        outcome = study.execute(session)
+        payload = outcome.payload
+        payload.update(
+            budget=asdict(budget), environment=env, resolution=list(outcome.resolution),
+            findings=[f.to_dict() for f in outcome.findings],
+            runs_trained=session.store.trained, runs_reused=session.store.reused,
+            wall_time_s=time.perf_counter() - session.started)
+        files = _write(session, outcome)
+        session.log(f"report: {files['html']} ({session.store.trained} runs trained, "
+                    f"{session.store.reused} reused, {payload['wall_time_s']:.0f} s)")
+        return outcome, files
+    finally:
+        release_dir(out)  # the lock is this invocation's, also when it fails
 
 
 def _write(session: Session, outcome: Outcome) -> dict[str, Path]:

@@ -36,8 +36,8 @@ def open_output_folder(path: str | Path) -> Path:
     """Create (or reopen) a study's output folder: the one place a study folder is made.
 
     A file, a place under a file, an unwritable place or a folder another run holds is one
-    line; the folder stays locked (advisory, released when this process ends) while the study
-    writes to it.
+    line; the folder stays locked (advisory) while the study writes to it, until
+    :func:`cnnlab._io.release_dir` (the runner's, at the end of the invocation) or the process ends.
     """
     return output_dir(path, "--out", lock=True)
 

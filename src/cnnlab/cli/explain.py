@@ -28,7 +28,7 @@ examples:
   cnnlab explain --checkpoint runs/cifar --images 3,17 cat.jpg --method guided-gradcam \\
       --target cat --out runs/cifar/explain
   cnnlab explain sanity --checkpoint runs/fmnist --images test:0-15 --out runs/fmnist/sanity
-  cnnlab explain course-figure --pairs 400 --out runs/course-figure   # trains resnet20 once
+  cnnlab explain course-figure --pairs 400 --out runs/course-figure   # trains simple_cnn once
 """
 
 
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=["sanity", "course-figure"],
         help="'sanity': run the sanity checks instead of drawing explanations; "
         "'course-figure': the course's cat/dog figure on two-class CIFAR-10 canvases, "
-        "measured (trains resnet20 when --checkpoint is not given)",
+        "measured (trains the budget's model when --checkpoint is not given)",
     )
     p.add_argument(
         "--checkpoint",

@@ -7,6 +7,9 @@
 - :func:`load_run` reads a run folder back (model, config, data settings) for the studies and the
   explanation tools; :func:`predict` / :func:`evaluate` run any classifier on uint8 images.
 - Metrics are computed here (:func:`confusion_matrix`, :func:`per_class_metrics`).
+- What is trained on is a task chosen by the data set (:mod:`cnnlab.engine.tasks`: image
+  classification for CIFAR-10 and Fashion-MNIST, :mod:`cnnlab.engine.text_task` for SST-5);
+  the module says how to add one.
 
 Example::
 

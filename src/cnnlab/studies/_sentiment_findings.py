@@ -157,7 +157,8 @@ def findings(payload: dict[str, Any], summary: Sequence[dict[str, Any]], s: Spre
                  "the same recipe)" if p["pretrained"] else "")
         out.append(Finding(
             f"{p['name']} ({p['source']}): {pct(p['accuracy'])} published; measured "
-            f"{r['label']} {pct(r['test_accuracy'])} ({diff * 100:+.1f} points){glove}.",
+            f"{r['label']} {pct(r['test_accuracy'])} ({diff * 100:+.1f} points: "
+            f"{_words(v, 'above', 'below')} the published number){glove}.",
             verdict=v, numbers={"published": p["accuracy"], "measured": r["test_accuracy"]},
             noise=noise, section="published"))
     # 6. ordinal error and sentence length, for the best configuration
@@ -180,12 +181,20 @@ def findings(payload: dict[str, Any], summary: Sequence[dict[str, Any]], s: Spre
         out.append(Finding(
             f"Sentence length: {top['label']} scores {pct(lo['accuracy'])} on sentences of "
             f"{lo['words']} words ({lo['sentences']}) and {pct(hi['accuracy'])} on "
-            f"{hi['words']} words ({hi['sentences']}): short vs long "
-            f"{'higher' if v == 'higher' else 'lower' if v == 'lower' else v}.",
+            f"{hi['words']} words ({hi['sentences']}): {diff * 100:+.1f} points, "
+            f"{_words(v, 'higher on short sentences', 'higher on long sentences')}.",
             verdict=v, numbers={"short": lo["accuracy"], "long": hi["accuracy"], "se": se},
             noise=f"binomial standard error of the difference {pts(se)} (test sentences per "
                   "bin)", section="errors"))
     return out
+
+
+def _words(verdict: str, higher: str, lower: str) -> str:
+    if verdict == "higher":
+        return higher + " by more than the noise"
+    if verdict == "lower":
+        return lower + " by more than the noise"
+    return verdict
 
 
 def resolution(summary: Sequence[dict[str, Any]], s: Spread, budget: Any) -> list[str]:
@@ -209,6 +218,12 @@ def resolution(summary: Sequence[dict[str, Any]], s: Spread, budget: Any) -> lis
                f"{budget.batch_size}), dropout {budget.dropout:g}; the test accuracy is that of "
                "the best dev epoch (Kim 2014). The published numbers train longer, tune per "
                "model, and for the LSTMs start from GloVe vectors.")
+    if budget.phrases_subset is not None and "phrases" in budget.train_on:
+        out.append(f"Phrases: this budget trains on {budget.phrases_subset:,} of the ~157,000 "
+                   "labelled phrases (of all phrases 51% are neutral and half have at most 5 "
+                   "words, counted from the trees), for fewer epochs than on the sentences: its sentences-vs-phrases comparison is of that subset, not "
+                   "of every phrase as Socher et al. 2013 and Kim 2014 train (the standard "
+                   "budget uses them all).")
     out.append("Test accuracy is measured on the 2,210 test sentences: its sampling error alone "
                "is about +-1.1 points (binomial standard error at 45%), the same for every "
                "model, so it does not enter the comparisons between models on that test set.")

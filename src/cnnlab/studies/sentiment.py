@@ -108,14 +108,21 @@ BUDGETS: dict[str, Budget] = {b.name: b for b in (
            reference=(("kim_cnn", "phrases"),), epochs_sentences=3, epochs_phrases=2,
            phrases_subset=30_000, embed_dim=64, hidden_size=64,
            description="every model on sentences and on 30,000 phrases, small vectors "
-                       "(64), one seed; kim_cnn on phrases with 3",
-           cost="not measured on 2 CPU cores"),
+                       "(64), one seed; kim_cnn on phrases with 3 (far from converged)",
+           # docs/sentiment-study-sst5-cpu: 450 s wall for the 14 runs with 1 torch thread on
+           # the 2-core AMD EPYC while other agents kept its load average near 5
+           cost="7.5 min measured under load (1 torch thread, 2 shared cores, load ~5); "
+                "not measured on idle cores"),
     Budget("standard", models=MODELS, train_on=TRAIN_ON, seeds=1,
            reference=(("kim_cnn", "phrases"),), epochs_sentences=4, epochs_phrases=2,
            phrases_subset=None, embed_dim=300, hidden_size=100,
-           description="every model on sentences and on every phrase, one seed; kim_cnn on "
-                       "phrases with 3 (the goal's configuration)",
-           cost="not measured on 2 CPU cores"),
+           description="every model on sentences and on every phrase, 300-dim vectors, one "
+                       "seed; kim_cnn on phrases with 3 (the goal's configuration)",
+           # only --models kim_cnn --train-on phrases was measured (its 3 runs: 981 s wall
+           # under load, docs/sentiment-study-sst5-cpu/standard-kim_cnn-phrases); the recurrent
+           # models on every phrase cost more per epoch, so the whole plan exceeds 20 minutes
+           cost="not measured in full; the kim_cnn-on-phrases part alone took 16 min under "
+                "load (1 torch thread, 2 shared cores): the whole plan is well over 20 min"),
 )}
 
 

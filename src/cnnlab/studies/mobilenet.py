@@ -98,9 +98,13 @@ BUDGETS: dict[str, Budget] = {b.name: b for b in (
            throughput_batch_cpu=64, throughput_batch_cuda=1024, throughput_seconds=3.0,
            description="every run on 3,000 training images for 2 epochs, the four reference "
                        "runs with 3 seeds (a CPU study: accuracies are far from converged)",
-           # 354 s of training for the 16 one-seed runs, measured (docs/mobilenet-study-*,
-           # AMD EPYC, 2 cores); the 8 extra reference seeds add 2 x 126 s; timing <= 110 s
-           cost="about 12 min (from per-run times measured on 2 CPU cores, AMD EPYC)"),
+           # measured 2026-12-02, AMD EPYC, 2 torch threads (docs/mobilenet-study-*/README.md):
+           # the first 11 runs, on an idle machine, trained in 570 s (about 10 s more per run for
+           # data and evaluation); one seed of the four reference runs takes 272 s; the speed
+           # part 58 s; the v2 alpha/rho runs about 80 s each. Sum: about 30 min. The whole
+           # invocation was not timed idle (its later runs shared the CPU with other jobs).
+           cost="about 30 min (estimated from per-run times measured on 2 idle CPU cores, AMD "
+                "EPYC)"),
     Budget("standard", epochs=15, subset=None, seeds=1, batch_size=256, lr=0.1,
            alphas=_ALPHAS, rhos=_RHOS, trained=("conventional", "v1", "v2", "resnet"),
            timed_only=("conv_v1",), latency_repeats=50, latency_seconds=5.0,

@@ -76,11 +76,14 @@ def test_nan_trial_is_failed_with_reason_and_the_search_goes_on(tmp_path):
 
 @pytest.mark.slow
 def test_resume_after_sigint_loses_no_finished_trial(tmp_path):
+    # 6 trials: after the second, four trials' later epochs are windows for the interruption
+    # (with 4 trials on an idle machine, 0.5 s polls once missed both windows)
+    n_trials = 6
     need_fashion_mnist()
     space = write_space(tmp_path)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "cnnlab", "tune", "--space", str(space), "--out", str(out),
-           "--subset", "1500", "--max-epochs", "3", "--trials", "4", "--threads", "1",
+           "--subset", "1500", "--max-epochs", "3", "--trials", str(n_trials), "--threads", "1",
            "--device", "cpu", "--pruner", "none", "--no-retrain"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -89,7 +92,7 @@ def test_resume_after_sigint_loses_no_finished_trial(tmp_path):
     deadline = time.time() + 240
     before = []
     while time.time() < deadline and proc.poll() is None:
-        time.sleep(0.5)
+        time.sleep(0.1)
         if not (out / DB_NAME).exists():
             continue
         try:
@@ -121,7 +124,7 @@ def test_resume_after_sigint_loses_no_finished_trial(tmp_path):
     for t in before:
         assert final[t.number].value == t.value
     complete = [t for t in final.values() if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(complete) == 4  # --trials 4 reached; the interrupted trial did not count
+    assert len(complete) == n_trials  # --trials reached; the interrupted trial did not count
     retried = [t for t in complete if "retry_of" in t.user_attrs]
     assert {t.user_attrs["retry_of"] for t in retried} == {t.number for t in cut}
     for t in retried:  # the retry trained the same configuration

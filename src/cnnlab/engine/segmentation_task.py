@@ -149,11 +149,6 @@ class BinarySegmentation(Task):
     def model_kwargs(self) -> dict[str, Any]:
         return {"num_classes": 1, "in_chans": self.splits.in_chans}
 
-    def epoch_order(self, seed: int, batch_size: int) -> torch.Tensor:
-        shuffle = torch.Generator(device=self.device)
-        shuffle.manual_seed(seed)
-        return torch.randperm(self.num_train, generator=shuffle, device=self.device)
-
     def batch(self, idx, generator):
         from cnnlab.data import augment_pair, normalize
 

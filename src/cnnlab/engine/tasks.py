@@ -122,8 +122,11 @@ class Task:
     def epoch_order(self, seed: int, batch_size: int) -> torch.Tensor:
         """The training examples' order in one epoch, ``(N,)`` int64: step ``k`` trains on
         ``order[k * batch_size:(k + 1) * batch_size]`` (a last partial batch is dropped). A pure
-        function of ``seed`` (derived from the run's seed and the epoch)."""
-        raise NotImplementedError
+        function of ``seed`` (derived from the run's seed and the epoch). The default: a uniform
+        shuffle of the training split on ``self.device``."""
+        shuffle = torch.Generator(device=self.device)
+        shuffle.manual_seed(seed)
+        return torch.randperm(self.num_train, generator=shuffle, device=self.device)
 
     def batch(self, idx: torch.Tensor, generator: torch.Generator
               ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
@@ -251,11 +254,6 @@ class ImageClassification(Task):
 
     def model_kwargs(self) -> dict[str, Any]:
         return {"num_classes": len(self.classes), "in_chans": self.splits.in_chans}
-
-    def epoch_order(self, seed: int, batch_size: int) -> torch.Tensor:
-        shuffle = torch.Generator(device=self.device)
-        shuffle.manual_seed(seed)
-        return torch.randperm(self.num_train, generator=shuffle, device=self.device)
 
     def batch(self, idx, generator):
         sp = self.splits

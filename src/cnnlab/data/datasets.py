@@ -393,21 +393,35 @@ def _write_cache(path: Path, ds: Dataset, source_digest: str) -> None:
     atomic_write(path, lambda f: np.savez(f, meta=np.array(json.dumps(meta)), **arrays))
 
 
-def _read_cache(path: Path, name: str, spec: _Spec, source: Path,
-                source_digest: str) -> Dataset | None:
-    """The cached data set, or None (with a warning) when the file is missing, unreadable or
-    does not match: then the caller decodes the source again and rewrites the cache."""
+def read_npz_cache(path: Path, source: Path,
+                   problem_of: Callable[[dict[str, np.ndarray]], str | None]
+                   ) -> dict[str, np.ndarray] | None:
+    """The arrays of a cache file, or None (with a warning) when it is missing, unreadable or
+    ``problem_of(arrays)`` names a problem: then the caller decodes ``source`` again and
+    rewrites the cache (the image data sets here, the segmentation ones in
+    :mod:`cnnlab.data.segmentation`)."""
     if not path.is_file():
         return None
     try:
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-        problem = _cache_problem(arrays, name, spec, source_digest)
+        problem = problem_of(arrays)
     except Exception as exc:  # noqa: BLE001 - our own derived file: any failure means rebuild
         problem = f"unreadable ({type(exc).__name__}: {one_line(exc, 120)})"
     if problem is not None:
         warnings.warn(f"ignoring the cache {path}: {problem}; decoding {source} again",
-                      stacklevel=3)
+                      stacklevel=4)  # the caller of the data set's loader
+        return None
+    return arrays
+
+
+def _read_cache(path: Path, name: str, spec: _Spec, source: Path,
+                source_digest: str) -> Dataset | None:
+    """The cached data set, or None (with a warning) when the file is missing, unreadable or
+    does not match: then the caller decodes the source again and rewrites the cache."""
+    arrays = read_npz_cache(path, source,
+                            lambda a: _cache_problem(a, name, spec, source_digest))
+    if arrays is None:
         return None
     return Dataset(name=name, classes=spec.classes, train_images=arrays["train_images"],
                    train_labels=arrays["train_labels"], test_images=arrays["test_images"],

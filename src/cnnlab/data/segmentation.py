@@ -44,7 +44,6 @@ import json
 import math
 import os
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,9 +51,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cnnlab._io import atomic_write, one_line, output_dir
+from cnnlab._io import atomic_write, output_dir
 from cnnlab.data import _images
 from cnnlab.data.augment import hflip
+from cnnlab.data.datasets import read_npz_cache
 from cnnlab.errors import DataError, DataNotFoundError, UserError
 
 MAX_GREY_FRACTION = 0.05  # of a mask's pixels in 64..191: more and it is not a binary mask
@@ -264,29 +264,24 @@ def _unpack(name: str, arrays: dict[str, np.ndarray], names: list[str],
                                str(source))
 
 
+def _cache_problem(arrays: dict[str, np.ndarray], name: str, digest: str) -> str | None:
+    meta = json.loads(str(arrays["meta"]))
+    if meta.get("format") != _CACHE_FORMAT or meta.get("name") != name \
+            or meta.get("source_sha256") != digest:
+        return "written for other source files or another cache format"
+    if meta.get("arrays_sha256") != _digest(arrays, meta["names"]):
+        return "its arrays do not match their checksum (edited or damaged)"
+    if arrays["images"].dtype != np.uint8 or arrays["masks"].dtype != np.uint8 \
+            or int(arrays["masks"].max(initial=0)) > 1:
+        return "its arrays have unexpected types or mask values"
+    return None
+
+
 def _read_cache(path: Path, name: str, digest: str, source: Path) -> SegmentationDataset | None:
-    if not path.is_file():
+    arrays = read_npz_cache(path, source, lambda a: _cache_problem(a, name, digest))
+    if arrays is None:
         return None
-    try:
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        meta = json.loads(str(arrays["meta"]))
-        problem = None
-        if meta.get("format") != _CACHE_FORMAT or meta.get("name") != name \
-                or meta.get("source_sha256") != digest:
-            problem = "written for other source files or another cache format"
-        elif meta.get("arrays_sha256") != _digest(arrays, meta["names"]):
-            problem = "its arrays do not match their checksum (edited or damaged)"
-        elif arrays["images"].dtype != np.uint8 or arrays["masks"].dtype != np.uint8 \
-                or int(arrays["masks"].max(initial=0)) > 1:
-            problem = "its arrays have unexpected types or mask values"
-    except Exception as exc:  # noqa: BLE001 - our own derived file: any failure means rebuild
-        problem = f"unreadable ({type(exc).__name__}: {one_line(exc, 120)})"
-    if problem is not None:
-        warnings.warn(f"ignoring the cache {path}: {problem}; decoding {source} again",
-                      stacklevel=3)
-        return None
-    return _unpack(name, arrays, meta["names"], source)
+    return _unpack(name, arrays, json.loads(str(arrays["meta"]))["names"], source)
 
 
 def load_segmentation(name: str, *, data_dir: str | Path | None = None,

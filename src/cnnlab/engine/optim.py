@@ -74,7 +74,10 @@ def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device
     """SGD with Nesterov momentum (plain SGD at momentum 0) or AdamW, over :func:`param_groups`
     (trainable parameters only; ``config.lr_scales`` sets per-group learning-rate multipliers).
 
-    On CUDA the fused implementations (one kernel for all parameters) are used.
+    The fused implementations (one kernel per parameter group) are used on CUDA, and AdamW's on
+    the CPU too: its unfused step over a 5M-parameter word embedding took 54% of Kim's CNN's
+    training time on SST-5 phrases, the fused one 18% (2 threads, AMD EPYC). SGD stays unfused
+    on the CPU, so image runs keep the numbers they had.
 
     Raises:
         UserError: the model has no trainable parameter, or an ``lr_scales`` prefix matches none.
@@ -83,10 +86,11 @@ def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device
     if not any(g["params"] for g in groups):
         raise UserError("the model has no trainable parameter (every parameter is frozen)")
     groups = [g for g in groups if g["params"]] if config.lr_scales else groups
-    fused = {"fused": True} if device.type == "cuda" else {}
     if config.optimizer == "sgd":
+        fused = {"fused": True} if device.type == "cuda" else {}
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
                                nesterov=config.momentum > 0, **fused)
+    fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
     return torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, 0.999), **fused)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,46 @@ def test_cli_trains_a_segmentation_run(config, capsys):
                  "--device", "cpu", "--quiet", "--out", config.out])
     assert code == 0, capsys.readouterr().err
     assert (Path(config.out) / "test_predictions.npz").is_file()
+
+
+def test_cli_starts_the_encoder_from_torchvision_weights_and_smooths_no_labels(
+        config, tmp_path, capsys):
+    """``--encoder-weights`` with torchvision's MobileNetV2 state dict and a frozen encoder: the
+    saved model's encoder is torchvision's (RGB stem summed to the 1 membrane channel), bit for
+    bit after training; no ``--label-smoothing`` given: the segmentation default 0 applies."""
+    import torchvision
+
+    torch.manual_seed(3)
+    tv = torchvision.models.mobilenet_v2()
+    torch.save(tv.state_dict(), tmp_path / "tv.pt")
+    code = main(["train", "--model", "unet_mobilenet_v2", "--dataset", "isbi2012", "--data-dir",
+                 config.data_dir, "--model-kw", "freeze_encoder=true", "--encoder-weights",
+                 str(tmp_path / "tv.pt"), "--task-kw", "size=32", "--epochs", "1",
+                 "--batch-size", "4", "--optimizer", "adamw", "--lr", "0.01", "--threads", "1",
+                 "--device", "cpu", "--quiet", "--out", config.out])
+    assert code == 0, capsys.readouterr().err
+    run = load_run(config.out)
+    assert run.config.encoder_weights == str(tmp_path / "tv.pt")
+    assert run.config.label_smoothing == 0.0
+    mine = run.model.encoder.features.state_dict()
+    theirs = tv.features.state_dict()
+    assert torch.equal(mine["0.0.weight"], theirs["0.0.weight"].sum(1, keepdim=True))
+    for key in ("1.conv.0.0.weight", "17.conv.2.weight", "16.conv.3.running_var"):
+        assert torch.equal(mine[key], theirs[key]), key
+
+
+@pytest.mark.parametrize("model, weights, message", [
+    ("unet_mobilenet_v2", "missing.pt", "--encoder-weights .*missing.pt does not exist"),
+    ("unet", "tv.pt", "--encoder-weights: unet has no MobileNetV2 encoder"),
+])
+def test_bad_encoder_weights_are_one_line(config, tmp_path, capsys, model, weights, message):
+    torch.save({"features.0.0.weight": torch.zeros(32, 3, 3, 3)}, tmp_path / "tv.pt")
+    code = main(["train", "--model", model, "--dataset", "isbi2012", "--data-dir",
+                 config.data_dir, "--encoder-weights", str(tmp_path / weights), "--task-kw",
+                 "size=32", "--epochs", "1", "--device", "cpu", "--quiet", "--out", config.out])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert re.search(message, err), err
 
 
 @pytest.mark.parametrize("changes, message", [

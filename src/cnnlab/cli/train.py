@@ -1,4 +1,5 @@
-"""``cnnlab train``: train a registered model on CIFAR-10, Fashion-MNIST or SST-5.
+"""``cnnlab train``: train a registered model on CIFAR-10, Fashion-MNIST, SST-5, or segment the
+Weizmann horses or the ISBI 2012 membranes.
 
 Every option maps to one field of :class:`cnnlab.engine.TrainConfig` (same name, dashes for
 underscores). With ``--resume`` the saved settings of the run in ``--out`` are the defaults, so
@@ -32,6 +33,12 @@ recipes:
         --model-kw embed_scale=0.25 --optimizer adamw --weight-decay 0 --lr 0.001 \\
         --batch-size 50 --schedule constant --warmup 0 --label-smoothing 0 --epochs 3 --out runs/kim
 
+  Segmentation of the Weizmann horses (U-Net with a MobileNetV2 encoder, IoU loss), the encoder
+  started from a CIFAR-10 run of mobilenet_v2_cifar (or torchvision's mobilenet_v2 weights):
+    cnnlab train --model unet_mobilenet_v2 --dataset horse --task-kw loss=iou --task-kw size=128 \
+        --encoder-weights runs/mnv2 --optimizer adamw --lr 0.003 --weight-decay 1e-4 \
+        --schedule cosine --batch-size 16 --epochs 20 --val-fraction 0 --out runs/horse
+
 outputs in --out: metrics.json, history.csv, curves_loss.png, curves_accuracy.png,
 confusion_matrix.png, per_class.json/.csv, config.json (with versions, device, git commit),
 model.pt (final weights), best.pt (best validation epoch), checkpoint.pt (for --resume).
@@ -60,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     d = TrainConfig()
     p = subparsers.add_parser(
-        "train", help="train a model on CIFAR-10, Fashion-MNIST or SST-5",
+        "train", help="train a model on CIFAR-10, Fashion-MNIST, SST-5 or a segmentation set",
         description="Train a registered model (see `cnnlab models`) on real data, with progress "
         "bars, checkpoints every epoch, learning curves, a confusion matrix and per-class "
         "metrics. Data: see `--data-dir`; decoded images are cached in ~/.cache/cnnlab.",
@@ -76,6 +83,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         f"(default {d.resolution})")
     g.add_argument("--model-kw", dest="model_kwargs", type=_model_kw, action="append",
                    metavar="KEY=VALUE", help="extra model option (repeatable), e.g. dropout=0.1")
+    g.add_argument("--encoder-weights", metavar="PATH",
+                   help="unet_mobilenet_v2: start its encoder from these MobileNetV2 weights (a "
+                        "cnnlab run folder or weights file of mobilenet_v2 / mobilenet_v2_cifar / "
+                        "unet_mobilenet_v2, or torchvision's mobilenet_v2 state dict saved with "
+                        "torch.save)")
     g = p.add_argument_group("data")
     g.add_argument("--data-dir",
                    help="folder or archive with the data (default: $CNNLAB_DATA, ./data, "
@@ -115,7 +127,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--schedule", choices=SCHEDULES, help=f"default {d.schedule}")
     g.add_argument("--warmup", type=float,
                    help=f"fraction of steps of linear warm-up (default {d.warmup})")
-    g.add_argument("--label-smoothing", type=float, help=f"default {d.label_smoothing}")
+    g.add_argument("--label-smoothing", type=float,
+                   help=f"default {d.label_smoothing} (segmentation data sets: 0)")
     g.add_argument("--ema", type=float, metavar="DECAY",
                    help="evaluate an exponential moving average of the weights (e.g. 0.999)")
     g.add_argument("--seed", type=int, help=f"training seed (default {d.seed})")
@@ -171,7 +184,9 @@ def build_config(args: argparse.Namespace):
         missing = [f"--{k}" for k in ("model", "dataset") if k not in given]
         if missing:
             raise UserError(f"{' and '.join(missing)} required (see cnnlab train --help)")
-        base = TrainConfig().to_dict()
+        from cnnlab.engine.tasks import task_class
+
+        base = {**TrainConfig().to_dict(), **task_class(given["dataset"]).config_defaults}
     return TrainConfig.from_dict({**base, **given}).validate()
 
 

@@ -60,6 +60,8 @@ class TrainConfig:
     width: float = 1.0  # width multiplier alpha (channels x alpha)
     resolution: float = 1.0  # resolution multiplier rho: images resized to round(rho x native)
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra options for models.create
+    encoder_weights: str | None = None  # unet_mobilenet_v2: its encoder's starting weights, a
+    #          MobileNetV2 weights file or run folder (cnnlab.engine.encoder_weights); None: random
     data_dir: str | None = None  # None: the search order of cnnlab.data.datasets
     cache_dir: str | None = None  # decoded-array cache; None: $CNNLAB_CACHE or ~/.cache/cnnlab
     download: bool = False  # fetch the data with torchvision when missing (needs internet)
@@ -139,6 +141,9 @@ class TrainConfig:
         need(self.compile in COMPILE_MODES,
              f"compile mode must be one of {list(COMPILE_MODES[1:])} (or empty for off), not "
              f"{self.compile!r}")
+        need(self.encoder_weights is None
+             or (isinstance(self.encoder_weights, str) and self.encoder_weights),
+             f"encoder weights must be a file or run folder path, not {self.encoder_weights!r}")
         for name, kw in _NUMERIC.items():
             value = getattr(self, name)
             if value is None and name in _OPTIONAL:

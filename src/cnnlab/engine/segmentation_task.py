@@ -1,7 +1,7 @@
 """Binary segmentation as an engine task: images and 0/1 masks, BCE/IoU/Dice losses, IoU metrics.
 
-``cnnlab train --model unet_mobilenet_v2 --dataset horse --task-kw loss=iou --task-kw size=128
---label-smoothing 0`` trains through the same loop as the classifiers (:mod:`cnnlab.engine.tasks`
+``cnnlab train --model unet_mobilenet_v2 --dataset horse --task-kw loss=iou --task-kw size=128``
+(``--encoder-weights PATH`` starts the encoder from MobileNetV2 weights) trains through the same loop as the classifiers (:mod:`cnnlab.engine.tasks`
 says how a task plugs in), so checkpoints, exact resumption, progress, ``history.csv``, curves
 and the NaN/inf checks are the engine's:
 
@@ -30,7 +30,8 @@ and the NaN/inf checks are the engine's:
   the test images.
 
 Settings that mean nothing here are refused in one line: ``--resolution`` (use
-``--task-kw size=``), label smoothing, ``--tta``, an augmentation other than default/none.
+``--task-kw size=``), label smoothing (this task's default is 0, :attr:`config_defaults`),
+``--tta``, an augmentation other than default/none.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class BinarySegmentation(Task):
     examples = "images"
     stat_names = ("pixel_accuracy", "intersection", "union")
     history_columns = ("train_iou", "val_iou", "val_dice")
+    config_defaults = {"label_smoothing": 0.0}  # binary masks: nothing to smooth
 
     @classmethod
     def check_config(cls, config) -> None:

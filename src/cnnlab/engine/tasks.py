@@ -82,6 +82,9 @@ class Task:
         history_columns: extra ``history.csv`` columns beyond :data:`outputs.HISTORY_COLUMNS`.
         restore_best: test (and save as ``model.pt``) the weights of the best validation epoch
             instead of the last epoch's (early stopping on the validation split).
+        config_defaults: :class:`TrainConfig` fields whose default differs for this task
+            (``cnnlab train`` starts from them when the option is not given; an explicit value
+            still wins and is still checked by :meth:`check_config`).
     """
 
     name: str = ""
@@ -90,6 +93,7 @@ class Task:
     stat_names: tuple[str, ...] = ("correct",)
     history_columns: tuple[str, ...] = ()
     restore_best: bool = False
+    config_defaults: Mapping[str, Any] = {}
 
     @classmethod
     def check_config(cls, config: TrainConfig) -> None:

@@ -180,6 +180,9 @@ class Trainer:
         self._wall_start = time.perf_counter()
         task_cls = task_registry.task_class(config.dataset)
         task_cls.check_config(config)  # bad settings fail before the data
+        if config.encoder_weights and not config.resume \
+                and not Path(config.encoder_weights).exists():
+            raise UserError(f"--encoder-weights {config.encoder_weights} does not exist")
         if model is None:
             from cnnlab import models
 
@@ -264,7 +267,15 @@ class Trainer:
 
         self.task.check_model(self.config.model, models.model_info(self.config.model))
         torch.manual_seed(ckpt_io.derive_seed(self.config.seed, "init"))
-        return create_model(self.config, **self.task.model_kwargs())
+        model = create_model(self.config, **self.task.model_kwargs())
+        if self.config.encoder_weights and not self.config.resume:  # a resume has them saved
+            from cnnlab.engine.encoder_weights import load_encoder_weights
+
+            if not hasattr(getattr(model, "encoder", None), "features"):
+                raise UserError(f"--encoder-weights: {self.config.model} has no MobileNetV2 "
+                                "encoder to load them into (unet_mobilenet_v2 has)")
+            load_encoder_weights(model, self.config.encoder_weights)
+        return model
 
     # the image tasks' data, under the names callbacks and studies have always used
     @property

@@ -103,6 +103,36 @@ def test_hyperband_brackets_follow_optunas_formula():
         assert 0 <= bracket_of(pruner, study, frozen) < len(mine)
 
 
+def test_bracket_of_is_the_bracket_the_pruner_acts_on():
+    """Behaviour, not internals: after 12 good trials, every losing trial stops at an epoch at
+    which the bracket ``bracket_of`` names may stop it (bracket s of max 27, eta 3: 3^(s + k);
+    Optuna checks the rung at 27 too, after the last epoch), and most stop at its first rung."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=27, reduction_factor=3)
+    # the bracket is a hash of the study name and trial number: a fixed name, a fixed assignment
+    study = optuna.create_study(study_name="bracket-check", direction="maximize", pruner=pruner,
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+
+    def objective(trial):
+        good = trial.number < 12
+        for epoch in range(1, 28):
+            trial.report(1.0 + epoch if good else 0.0, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return 1.0 + 27 if good else 0.0
+
+    study.optimize(objective, n_trials=60)
+    first_rung, seen = 0, set()
+    for t in study.get_trials()[12:]:
+        b = bracket_of(pruner, study, t)
+        seen.add(b)
+        stopped = max(t.intermediate_values)
+        assert stopped in {3 ** (b + k) for k in range(4)}, (t.number, b, stopped)
+        first_rung += stopped == 3 ** b
+    # of the 48 losing trials, most stop at once (the rest still had too few rivals at that rung)
+    assert len(seen) >= 3 and first_rung >= 30, (seen, first_rung)  # measured: 4 brackets, 34
+
+
 @pytest.mark.parametrize("body, needle", [
     ("conv_layers: {type: integer, low: 1, high: 2}", "unknown type 'integer'"),
     ("conv_layers: {type: int, low: 5, high: 2}", "low 5 > high 2"),

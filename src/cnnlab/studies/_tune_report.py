@@ -143,6 +143,9 @@ def write(result: Any, space: Any, study: Any, timing: dict[str, float]) -> dict
                 "completed": sum(r["state"] == "complete" for r in mine),
                 "pruned": ", ".join(f"{n} at epoch {e}" for e, n in sorted(stops.items())) or "-",
                 "epochs": sum(r["epochs"] for r in mine)})
+        if rows and all(r["bracket"] is None for r in rows):
+            rep.text("This Optuna version does not expose which bracket a trial was in, so the "
+                     "trial counts per bracket are unknown (shown as 0).")
         rep.table(table, [("bracket", "bracket", str), ("rungs", "may stop at epoch", str),
                           ("share", "trial share", str), ("trials", "trials", str),
                           ("completed", "completed", str), ("pruned", "pruned", str),

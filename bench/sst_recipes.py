@@ -38,7 +38,8 @@ def config(args: argparse.Namespace, seed: int) -> TrainConfig:
     return TrainConfig(model=args.model, dataset="sst5", model_kwargs=kw, task_kwargs=task,
                        subset=args.subset, epochs=args.epochs, batch_size=args.batch, lr=args.lr,
                        optimizer="adamw", weight_decay=args.wd, schedule=args.schedule,
-                       warmup=0.0, label_smoothing=0.0, seed=seed, device="cpu", quiet=True)
+                       warmup=0.0, label_smoothing=0.0, ema=args.ema, seed=seed, device="cpu",
+                       quiet=True)
 
 
 def main() -> None:
@@ -59,6 +60,8 @@ def main() -> None:
     p.add_argument("--dropout", type=float, default=0.5)
     p.add_argument("--max-norm", type=float, default=0.0)
     p.add_argument("--min-freq", type=int, default=1)
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="evaluate an exponential moving average of the weights (decay per step)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)

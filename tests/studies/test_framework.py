@@ -61,6 +61,20 @@ def test_store_refuses_a_measurement_folder_file_and_remeasures_other_settings(t
         store._check_spec(store.run_dir("r"), {"depth": 20})
 
 
+@pytest.mark.parametrize("log", [True, False])
+def test_store_trains_quietly_for_quiet_studies(tmp_path, capsys, write_sst, rng, log):
+    """``--quiet`` studies build their store with log=False: not even the engine's epoch lines."""
+    from cnnlab.engine import TrainConfig
+
+    data = write_sst(tmp_path / "sst", rng, sizes=(60, 20, 20))
+    config = TrainConfig(model="bag_of_embeddings", dataset="sst5", data_dir=str(data),
+                         model_kwargs={"embed_dim": 4}, epochs=1, batch_size=20,
+                         optimizer="adamw", lr=1e-2, device="cpu", threads=1, quiet=True)
+    RunStore(open_output_folder(tmp_path / "s"), log=log).train("r", config)
+    out, err = capsys.readouterr()
+    assert ("epoch 1/1" in out + err) is log, out + err
+
+
 def test_study_list_prints_every_study_and_budget_with_its_cost(capsys):
     assert main(["study", "list"]) == 0
     out = capsys.readouterr().out

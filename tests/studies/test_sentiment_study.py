@@ -3,7 +3,6 @@ errors, and its measurements recomputed from each run's saved predictions."""
 
 import dataclasses
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +37,9 @@ def study(tmp_path_factory):
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("sentiment")
     try:
-        t0 = time.perf_counter()
         payload = run_study(out, data_dir=str(SST), budget=TINY, device="cpu",
                             log=lambda line: None)
-        yield out, payload, time.perf_counter() - t0
+        yield out, payload
     finally:
         torch.set_num_threads(old)
 
@@ -49,8 +47,7 @@ def study(tmp_path_factory):
 @needs_sst
 @pytest.mark.slow
 def test_tiny_study_writes_every_run_and_its_measurements(study):
-    out, payload, seconds = study
-    assert seconds < 60
+    out, payload = study
     results = json.loads((out / "results.json").read_text())
     # 2 models x 2 training sets, plus 2 more seeds of the reference
     assert len(results["runs"]) == len(plan_runs(TINY)) == 6
@@ -93,7 +90,7 @@ def test_tiny_study_writes_every_run_and_its_measurements(study):
 @needs_sst
 @pytest.mark.slow
 def test_rerun_reuses_every_run(study):
-    out, first, _ = study
+    out, first = study
     again = run_study(out, data_dir=str(SST), budget=TINY, device="cpu", log=lambda line: None)
     assert again["runs_trained"] == 0 and again["runs_reused"] == 6
     assert [r["test_accuracy"] for r in again["runs"]] == \

@@ -114,7 +114,8 @@ def run(study: Study, options: StudyOptions,
     try:
         env = environment(device)
         env["torch_threads"] = torch.get_num_threads()
-        session = Session(study, options, budget, device, RunStore(out), out,
+        store = RunStore(out, log=not options.quiet)
+        session = Session(study, options, budget, device, store, out,
                           _logger(study, options, log), env)
         outcome = study.execute(session)
         payload = outcome.payload

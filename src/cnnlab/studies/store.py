@@ -77,10 +77,14 @@ class RunRecord:
 
 
 class RunStore:
-    """The runs and measurements of one study folder; counts what was trained and reused."""
+    """The runs and measurements of one study folder; counts what was trained and reused.
 
-    def __init__(self, root: str | Path) -> None:
+    ``log``: the engine's per-epoch lines of each trained run (off for ``--quiet``).
+    """
+
+    def __init__(self, root: str | Path, *, log: bool = True) -> None:
         self.root = Path(root)
+        self.log = log
         self.trained = 0
         self.reused = 0
 
@@ -123,7 +127,7 @@ class RunStore:
             return RunRecord(key, run_dir, config, json.loads(metrics_path.read_text()),
                              reused=True)
         result = train(config, callbacks=callbacks, model=model() if model else None,
-                       dataset=dataset)
+                       dataset=dataset, log=self.log)
         self.trained += 1
         return RunRecord(key, run_dir, config, json.loads(metrics_path.read_text()),
                          reused=False, result=result)

@@ -100,3 +100,40 @@ def write_sst():
         return folder
 
     return write
+
+
+@pytest.fixture(scope="session")
+def resumes_bit_identically():
+    """A function that trains ``config`` straight through into ``straight_out``, trains it again
+    in ``config.out`` with a Ctrl-C after step ``step`` of epoch ``epoch`` (1-based), resumes that
+    run, asserts that both end with bit-identical weights, and returns the two finished
+    Trainers (straight, resumed) for further checks."""
+    import dataclasses
+
+    import torch
+
+    from cnnlab.engine import Callback, Trainer, TrainingInterrupted
+
+    class InterruptAt(Callback):
+        def __init__(self, epoch, step):
+            self.epoch, self.step = epoch, step
+
+        def on_batch_end(self, run):
+            if run.epoch + 1 == self.epoch and run.step_in_epoch == self.step:
+                raise KeyboardInterrupt
+
+    def check(config, straight_out, epoch, step):
+        straight = Trainer(dataclasses.replace(config, out=str(straight_out)), log=False)
+        straight.fit()
+        first = Trainer(config, [InterruptAt(epoch, step)], log=False)
+        with pytest.raises(TrainingInterrupted,
+                           match=f"saved a checkpoint at epoch {epoch} step {step}/"):
+            first.fit()
+        resumed = Trainer(dataclasses.replace(config, resume=True), log=False)
+        resumed.fit()
+        for (name, x), (_, y) in zip(straight.model.state_dict().items(),
+                                     resumed.model.state_dict().items(), strict=True):
+            assert torch.equal(x, y), name
+        return straight, resumed
+
+    return check

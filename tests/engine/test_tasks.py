@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab.engine import Callback, TrainConfig, Trainer, TrainingInterrupted, load_run
+from cnnlab.engine import Callback, TrainConfig, Trainer, load_run
 from cnnlab.engine.text_task import bucketed_order
 from cnnlab.errors import UserError
 
@@ -176,33 +176,15 @@ def test_bucketed_order_is_a_seeded_permutation_of_similar_lengths():
     assert max(spread) <= 2 and np.mean(random) > 40
 
 
-class InterruptAt(Callback):
-    def __init__(self, epoch, step):
-        self.epoch, self.step = epoch, step
-
-    def on_batch_end(self, run):
-        if run.epoch + 1 == self.epoch and run.step_in_epoch == self.step:
-            raise KeyboardInterrupt
-
-
 @pytest.mark.parametrize("model, kwargs", [
     ("kim_cnn", {"embed_dim": 8, "maps": 4}),
     ("lstm", {"embed_dim": 8, "hidden_size": 6}),
 ])
 def test_text_run_interrupted_mid_epoch_resumes_bit_identically(text_config, tmp_path, model,
-                                                                kwargs):
+                                                                kwargs, resumes_bit_identically):
     cfg = dataclasses.replace(text_config, model=model, model_kwargs=kwargs, ema=0.9,
                               task_kwargs={"train_on": "phrases", "max_norm": 0.5})
-    ref = Trainer(dataclasses.replace(cfg, out=str(tmp_path / "straight")), log=False)
-    ref.fit()
-    first = Trainer(cfg, [InterruptAt(2, 4)], log=False)
-    with pytest.raises(TrainingInterrupted, match="saved a checkpoint at epoch 2 step 4/"):
-        first.fit()
-    second = Trainer(dataclasses.replace(cfg, resume=True), log=False)
-    second.fit()
-    for (name, x), (_, y) in zip(ref.model.state_dict().items(),
-                                 second.model.state_dict().items(), strict=True):
-        assert torch.equal(x, y), name
+    ref, second = resumes_bit_identically(cfg, tmp_path / "straight", epoch=2, step=4)
     strip = [{k: v for k, v in r.items() if "time" not in k and "per_s" not in k}
              for r in ref.history]
     assert strip == [{k: v for k, v in r.items() if "time" not in k and "per_s" not in k}

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from cnnlab.cli import main
-from cnnlab.engine import Callback, TrainConfig, Trainer, TrainingInterrupted, load_run
+from cnnlab.engine import TrainConfig, Trainer, load_run
 from cnnlab.errors import TrainingDiverged, UserError
 from cnnlab.segmentation import confusion_counts, summarize
 
@@ -90,33 +90,16 @@ def test_run_folder_loads_back_and_reproduces_its_test_metrics(config):
     assert run.data["split"]["test_names"] == ["16", "17", "18", "19"]
 
 
-class InterruptAt(Callback):
-    def __init__(self, epoch, step):
-        self.epoch, self.step = epoch, step
-
-    def on_batch_end(self, run):
-        if run.epoch + 1 == self.epoch and run.step_in_epoch == self.step:
-            raise KeyboardInterrupt
-
-
 @pytest.mark.parametrize("model, kwargs", [
     ("unet", {"base": 4, "norm_layer": "bn"}),
     ("unet_mobilenet_v2", {"decoder_width": 0.25, "freeze_encoder": True}),
 ])
-def test_interrupted_run_resumes_bit_identically(config, tmp_path, model, kwargs):
+def test_interrupted_run_resumes_bit_identically(config, tmp_path, model, kwargs,
+                                                 resumes_bit_identically):
     cfg = dataclasses.replace(config, model=model, model_kwargs=kwargs,
                               width=0.35 if model != "unet" else 1.0, epochs=3,
                               task_kwargs={"loss": "iou", "size": 32})
-    ref = Trainer(dataclasses.replace(cfg, out=str(tmp_path / "straight")), log=False)
-    ref.fit()
-    first = Trainer(cfg, [InterruptAt(2, 2)], log=False)
-    with pytest.raises(TrainingInterrupted, match="saved a checkpoint at epoch 2 step 2/"):
-        first.fit()
-    second = Trainer(dataclasses.replace(cfg, resume=True), log=False)
-    second.fit()
-    for (name, x), (_, y) in zip(ref.model.state_dict().items(),
-                                 second.model.state_dict().items(), strict=True):
-        assert torch.equal(x, y), name
+    ref, second = resumes_bit_identically(cfg, tmp_path / "straight", epoch=2, step=2)
     assert second.result.extra["test_iou"] == ref.result.extra["test_iou"]
 
 

@@ -3,7 +3,6 @@ errors, and its measurements recomputed from each run's saved predictions."""
 
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

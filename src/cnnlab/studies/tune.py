@@ -118,7 +118,7 @@ class TuneConfig:
         need(self.pruner in PRUNERS, f"--pruner must be one of {list(PRUNERS)}")
         need(self.val_fraction > 0, "trials are judged on a validation split: --val-fraction "
                                     f"must be > 0, got {self.val_fraction}")
-        need(self.threads is None or self.threads >= 1, f"--threads must be >= 1")
+        need(self.threads is None or self.threads >= 1, "--threads must be >= 1")
         return self
 
     @property

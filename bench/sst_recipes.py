@@ -32,7 +32,7 @@ def config(args: argparse.Namespace, seed: int) -> TrainConfig:
         kw["hidden_size"] = args.hidden
     if args.embed_scale:
         kw["embed_scale"] = args.embed_scale
-    task = {"train_on": args.train_on, "min_freq": args.min_freq}
+    task = {"train_on": args.train_on, "min_freq": args.min_freq, "prior": args.prior}
     if args.max_norm:
         task["max_norm"] = args.max_norm
     return TrainConfig(model=args.model, dataset="sst5", model_kwargs=kw, task_kwargs=task,
@@ -60,6 +60,8 @@ def main() -> None:
     p.add_argument("--dropout", type=float, default=0.5)
     p.add_argument("--max-norm", type=float, default=0.0)
     p.add_argument("--min-freq", type=int, default=1)
+    p.add_argument("--prior", choices=("train", "sentences"), default="train",
+                   help="sentences: the logit-adjusted loss for the sentences' class prior")
     p.add_argument("--ema", type=float, default=0.0,
                    help="evaluate an exponential moving average of the weights (decay per step)")
     p.add_argument("--threads", type=int, default=1)

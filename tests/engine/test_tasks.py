@@ -228,11 +228,36 @@ def test_cli_trains_kim_cnn_on_sst5(text_config, tmp_path, capsys):
     assert config["data"]["train_on"] == "phrases" and config["data"]["num_test"] == 100
 
 
+def test_prior_sentences_trains_with_the_logit_adjusted_loss(text_config):
+    """prior=sentences: the training loss is the cross-entropy of logits + log pi_phrases -
+    log pi_sentences (counts + 1, recounted here), checked in float64; on sentences the shift
+    is 0 and the option changes nothing."""
+    from cnnlab.engine.text_task import prior_shift
+
+    cfg = dataclasses.replace(text_config, task_kwargs={"train_on": "phrases",
+                                                        "prior": "sentences"})
+    t = Trainer(cfg, log=False)
+    phrases = t.task._splits["train"].labels.numpy()
+    sentences = t.task.data.train_sentences.labels
+    p = (np.bincount(phrases, minlength=5) + 1) / (len(phrases) + 5)
+    q = (np.bincount(sentences, minlength=5) + 1) / (len(sentences) + 5)
+    np.testing.assert_allclose(prior_shift(phrases, sentences, 5), np.log(p / q), rtol=1e-12)
+    assert np.ptp(np.log(p / q)) > 0.1  # the fake trees' phrases are more neutral too
+    logits = torch.randn(7, 5, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 3, 4, 0, 4])
+    want = torch.nn.functional.cross_entropy(logits + torch.from_numpy(np.log(p / q)), y)
+    torch.testing.assert_close(t.task.loss(logits, y).double(), want, rtol=1e-6, atol=1e-6)
+    assert t.task.data_info()["prior"] == "sentences"
+    plain = Trainer(dataclasses.replace(cfg, task_kwargs={"prior": "sentences"}), log=False)
+    assert not plain.task._shift.any()
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"model": "simple_cnn"}, "simple_cnn is an image classification model; data set 'sst5' is text classification"),
     ({"task_kwargs": {"train_on": "words"}}, "--task-kw train_on='words': must be one of"),
     ({"task_kwargs": {"vocab": 3}}, "--task-kw vocab: not an option of data set 'sst5'"),
     ({"task_kwargs": {"min_freq": 0}}, "--task-kw min_freq=0: must be an integer >= 1"),
+    ({"task_kwargs": {"prior": "test"}}, "--task-kw prior='test': must be one of train, sentences"),
     ({"augment": "flip"}, "--augment 'flip': sentences have no augmentation"),
     ({"resolution": 0.5}, "--resolution applies to images"),
     ({"tta": True}, "--tta (mirror-image test-time augmentation) applies to images"),

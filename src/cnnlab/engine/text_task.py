@@ -19,7 +19,18 @@ same loop as the image models (:mod:`cnnlab.engine.tasks` says how a task plugs 
 - **Options** (``--task-kw``): ``train_on`` = ``sentences`` (default) or ``phrases`` (every
   labelled phrase of the training trees, as Socher et al. 2013 and Kim 2014), ``min_freq``
   (default 1: words seen fewer times are ``<unk>``), ``max_norm`` (default 0 = off: Kim's
-  l2-norm constraint ``s`` on each row of the last layer's weights, applied after every step).
+  l2-norm constraint ``s`` on each row of the last layer's weights, applied after every step),
+  ``prior`` (below).
+- **Class prior** (``--task-kw prior=sentences``): the ~157,000 phrases are not distributed like
+  the sentences that are tested (of the phrases 4.6% are very negative and 51% neutral; of the
+  training sentences 12.8% and 19.0%), so a network trained on phrases predicts the extreme
+  classes far more rarely than they occur in sentences. ``prior=sentences`` trains with the
+  logit-adjusted loss of Menon et al. 2021 (also the label-shift correction of Saerens et al.
+  2002): cross-entropy of ``logits + log pi_train - log pi_sentences``, with both priors counted
+  from the training data (the training examples, and the training trees' whole sentences; +1
+  per class), so that the network's own logits, the saved model's included, are those of the
+  sentence prior. Default ``train``: plain cross-entropy (Kim 2014). With ``train_on=sentences``
+  the two priors are the same and the option changes nothing.
 
 The run folder also holds ``vocab.txt`` (one word per line, line ``i`` is id ``i``).
 """
@@ -64,7 +75,25 @@ def _max_norm(value: Any) -> float:
     return float(value)
 
 
-OPTIONS = {"train_on": _train_on, "min_freq": _min_freq, "max_norm": _max_norm}
+PRIORS = ("train", "sentences")
+
+
+def _prior(value: Any) -> str:
+    if value not in PRIORS:
+        raise ValueError(f"must be one of {', '.join(PRIORS)}")
+    return value
+
+
+OPTIONS = {"train_on": _train_on, "min_freq": _min_freq, "max_norm": _max_norm,
+           "prior": _prior}
+
+
+def prior_shift(train_labels: np.ndarray, target_labels: np.ndarray, classes: int) -> np.ndarray:
+    """``log pi_train - log pi_target`` per class (counts + 1): what the logit-adjusted loss adds
+    to the logits during training so that the logits themselves fit the target prior."""
+    train = np.bincount(train_labels, minlength=classes) + 1.0
+    target = np.bincount(target_labels, minlength=classes) + 1.0
+    return np.log(train / train.sum()) - np.log(target / target.sum())
 
 
 def bucketed_order(lengths: np.ndarray, batch_size: int, seed: int,
@@ -117,7 +146,7 @@ class TextClassification(Task):
 
         self.config, self.device = config, device
         self.options = {"train_on": "sentences", "min_freq": 1, "max_norm": 0.0,
-                        **task_options(config, OPTIONS)}
+                        "prior": "train", **task_options(config, OPTIONS)}
         phrases = self.options["train_on"] == "phrases"
         if data is None:
             data = load_sst(config.data_dir, phrases=phrases)
@@ -146,6 +175,10 @@ class TextClassification(Task):
         self._train_lengths = self._splits["train"].lengths.numpy()
         self.restore_best = "val" in self._splits
         self._criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        shift = np.zeros(len(self.classes))
+        if self.options["prior"] == "sentences":
+            shift = prior_shift(train.labels, data.train_sentences.labels, len(self.classes))
+        self._shift = torch.as_tensor(shift, dtype=torch.float32, device=device)
 
     def split_size(self, split: str) -> int:
         b = self._splits.get(split)
@@ -164,7 +197,7 @@ class TextClassification(Task):
         return (tokens.to(self.device), lengths), b.labels[idx].to(self.device)
 
     def loss(self, outputs, targets):
-        return self._criterion(outputs.float(), targets)
+        return self._criterion(outputs.float() + self._shift, targets)
 
     def step_stats(self, outputs, targets):
         return (outputs.argmax(1) == targets).sum().to(torch.float64).reshape(1)
@@ -210,6 +243,8 @@ class TextClassification(Task):
         return {"name": "sst5", "task": self.name, "classes": list(self.classes),
                 "in_chans": 1, "builder": {"vocab_size": len(self.vocab)},
                 "train_on": self.options["train_on"], "min_freq": self.options["min_freq"],
-                "max_norm": self.options["max_norm"], "vocab_file": VOCAB_FILE,
+                "max_norm": self.options["max_norm"], "prior": self.options["prior"],
+                "prior_shift": [round(float(v), 6) for v in self._shift.tolist()],
+                "vocab_file": VOCAB_FILE,
                 "num_train": self.split_size("train"), "num_val": self.split_size("val"),
                 "num_test": self.split_size("test"), "source": self.data.source}

@@ -27,16 +27,17 @@ recipes:
         --lr 0.4 --label-smoothing 0.2 --val-fraction 0 --out runs/mnv2
   a quick look (~82% on Fashion-MNIST in seconds): --subset 5000 --epochs 2 --batch-size 64 --lr 0.05
   (the default lr 0.1 at batch 256 needs more than a few dozen steps to settle)
-  SST-5 sentiment, Kim's CNN on every labelled training phrase, the best dev epoch tested as in
-  Kim 2014 (44.8% test accuracy, 1 seed; 14 min of training on a loaded 2-core machine):
+  SST-5 sentiment, Kim's CNN on every labelled training phrase, trained for the sentences' class
+  prior (the logit-adjusted loss), the best dev epoch tested as in Kim 2014 (46.3% test accuracy
+  for seed 0, 46.3% +- 0.4 over 3 seeds; about 3 min of training each on 2 idle cores):
     cnnlab train --model kim_cnn --dataset sst5 --task-kw train_on=phrases --task-kw max_norm=3 \\
-        --model-kw embed_scale=0.25 --optimizer adamw --weight-decay 0 --lr 0.001 \\
-        --batch-size 50 --schedule constant --warmup 0 --label-smoothing 0 --epochs 3 --out runs/kim
-
+        --task-kw prior=sentences --model-kw embed_scale=0.25 --optimizer adamw --weight-decay 0 \\
+        --lr 0.0005 --batch-size 50 --schedule constant --warmup 0 --label-smoothing 0 \\
+        --epochs 3 --out runs/kim
   Segmentation of the Weizmann horses (U-Net with a MobileNetV2 encoder, IoU loss), the encoder
   started from a CIFAR-10 run of mobilenet_v2_cifar (or torchvision's mobilenet_v2 weights):
-    cnnlab train --model unet_mobilenet_v2 --dataset horse --task-kw loss=iou --task-kw size=128 \
-        --encoder-weights runs/mnv2 --optimizer adamw --lr 0.003 --weight-decay 1e-4 \
+    cnnlab train --model unet_mobilenet_v2 --dataset horse --task-kw loss=iou --task-kw size=128 \\
+        --encoder-weights runs/mnv2 --optimizer adamw --lr 0.003 --weight-decay 1e-4 \\
         --schedule cosine --batch-size 16 --epochs 20 --val-fraction 0 --out runs/horse
 
 outputs in --out: metrics.json, history.csv, curves_loss.png, curves_accuracy.png,
@@ -109,7 +110,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    metavar="KEY=VALUE",
                    help="option of the data set's task (repeatable); sst5: train_on=sentences|"
                         "phrases, min_freq=N (rarer words are <unk>), max_norm=S (Kim 2014's "
-                        "constraint on the last layer; 0 = off)")
+                        "constraint on the last layer; 0 = off), prior=train|sentences (train "
+                        "phrases for the sentences' class prior); horse/isbi2012: loss=bce|iou|"
+                        "dice|bce_dice, size=N")
     g.add_argument("--augment",
                    help=f"'default' (the data set's recipe), 'none', or 'flip,translate=4,"
                         f"pad=reflect|zero,rotate=DEG,cutout=PX' (default {d.augment})")

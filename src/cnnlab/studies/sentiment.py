@@ -71,13 +71,18 @@ class Budget(base.Budget):
         reference: ``(model, train_on)`` combinations trained with ``reference_seeds`` seeds:
             the noise.
         reference_seeds: >= 3.
-        epochs_sentences, epochs_phrases: epochs on 8,544 sentences / on the ~160k phrases.
+        epochs_sentences, epochs_phrases: epochs on 8,544 sentences / on the ~157k phrases.
+        other_epochs_phrases: epochs on the phrases of the models outside ``reference`` (None:
+            ``epochs_phrases``): what keeps the standard budget within 20 minutes.
         phrases_subset: train on this many phrases (stratified) instead of all; None: all.
         embed_dim, hidden_size: word vectors and recurrent state sizes.
         batch_size, lr: Adam's batch and step size (constant, no warm-up).
         dropout: on the word vectors (RNNs) and before the classifier.
         max_norm: Kim 2014's constraint on the kim_cnn's last layer (0: off).
         embed_scale: word vectors start from U(-s, s) (Kim 2014's 0.25 for random vectors).
+        prior: the phrase runs' class prior (:mod:`cnnlab.engine.text_task`): ``sentences``
+            trains them with the logit-adjusted loss for the sentences' prior, ``train`` with
+            plain cross-entropy (Kim 2014).
     """
 
     models: tuple[str, ...]
@@ -95,6 +100,14 @@ class Budget(base.Budget):
     max_norm: float = 3.0
     embed_scale: float = 0.25
     reference_seeds: int = 3
+    other_epochs_phrases: int | None = None
+    prior: str = "sentences"
+
+    def phrase_epochs(self, model: str) -> int:
+        """Epochs on the phrases of ``model``."""
+        if self.other_epochs_phrases is None or (model, "phrases") in self.reference:
+            return self.epochs_phrases
+        return self.other_epochs_phrases
 
 
 BUDGETS: dict[str, Budget] = {b.name: b for b in (
@@ -109,20 +122,19 @@ BUDGETS: dict[str, Budget] = {b.name: b for b in (
            phrases_subset=30_000, embed_dim=64, hidden_size=64,
            description="every model on sentences and on 30,000 phrases, small vectors "
                        "(64), one seed; kim_cnn on phrases with 3 (far from converged)",
-           # docs/sentiment-study-sst5-cpu: 450 s wall for the 14 runs with 1 torch thread on
-           # the 2-core AMD EPYC while other agents kept its load average near 5
-           cost="7.5 min measured under load (1 torch thread, 2 shared cores, load ~5); "
-                "not measured on idle cores"),
+           # docs/sentiment-study-sst5-cpu: `time cnnlab study sentiment --budget quick
+           # --threads 2` on the idle 2-core AMD EPYC, 2026-12-02: 2 min 41 s wall (14 runs)
+           cost="2 min 41 s (measured on 2 idle CPU cores, AMD EPYC, 2 torch threads)"),
     Budget("standard", models=MODELS, train_on=TRAIN_ON, seeds=1,
-           reference=(("kim_cnn", "phrases"),), epochs_sentences=4, epochs_phrases=2,
-           phrases_subset=None, embed_dim=300, hidden_size=100,
-           description="every model on sentences and on every phrase, 300-dim vectors, one "
-                       "seed; kim_cnn on phrases with 3 (the goal's configuration)",
-           # only --models kim_cnn --train-on phrases was measured (its 3 runs: 981 s wall
-           # under load, docs/sentiment-study-sst5-cpu/standard-kim_cnn-phrases); the recurrent
-           # models on every phrase cost more per epoch, so the whole plan exceeds 20 minutes
-           cost="not measured in full; the kim_cnn-on-phrases part alone took 16 min under "
-                "load (1 torch thread, 2 shared cores): the whole plan is well over 20 min"),
+           reference=(("kim_cnn", "phrases"),), epochs_sentences=8, epochs_phrases=3,
+           other_epochs_phrases=1, phrases_subset=None, embed_dim=300, hidden_size=100,
+           lr=5e-4,
+           description="every model on sentences (8 epochs) and on every phrase, 300-dim "
+                       "vectors, Adam 5e-4, one seed; kim_cnn on phrases with 3 seeds and 3 "
+                       "epochs (the goal's configuration), the others 1 epoch on phrases",
+           # docs/sentiment-study-sst5-cpu/standard: `time cnnlab study sentiment --budget
+           # standard --threads 2` from an empty folder on the idle 2-core AMD EPYC, 2026-12-02
+           cost="18 min 12 s (measured on 2 idle CPU cores, AMD EPYC, 2 torch threads)"),
 )}
 
 
@@ -190,10 +202,12 @@ def train_config(spec: RunSpec, budget: Budget, opts: SentimentOptions, device: 
     if spec.model == "kim_cnn" and budget.max_norm:
         task["max_norm"] = budget.max_norm
     phrases = spec.train_on == "phrases"
+    if phrases and budget.prior != "train":
+        task["prior"] = budget.prior
     return TrainConfig(
         model=spec.model, dataset="sst5", data_dir=opts.data_dir, model_kwargs=kw,
         task_kwargs=task, subset=budget.phrases_subset if phrases else None,
-        epochs=budget.epochs_phrases if phrases else budget.epochs_sentences,
+        epochs=budget.phrase_epochs(spec.model) if phrases else budget.epochs_sentences,
         batch_size=budget.batch_size, lr=budget.lr, optimizer="adamw", momentum=0.9,
         weight_decay=0.0, schedule="constant", warmup=0.0, label_smoothing=0.0,
         seed=spec.seed, device=device, quiet=True, val_fraction=0.1).validate()

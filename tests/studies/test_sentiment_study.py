@@ -69,6 +69,9 @@ def test_tiny_study_writes_every_run_and_its_measurements(study):
             assert b["accuracy"] == pytest.approx((pred[sel] == test.labels[sel]).mean())
         config = json.loads((out / "runs" / r["key"] / "config.json").read_text())
         assert config["data"]["train_on"] == r["train_on"]
+        # phrase runs train for the sentences' class prior; sentence runs need no shift
+        assert config["data"]["prior"] == ("sentences" if r["train_on"] == "phrases"
+                                           else "train")
         assert r["num_train"] == (2000 if r["train_on"] == "phrases" else 8544)
     # the noise: the reference's three seeds, measured in this invocation
     ref = [r["test_accuracy"] for r in results["runs"]
@@ -80,7 +83,7 @@ def test_tiny_study_writes_every_run_and_its_measurements(study):
     assert any(c.startswith("Highest mean test accuracy") for c in claims)
     assert any("Goal (>= 45.0%" in c for c in claims)
     md = (out / "report.md").read_text()
-    assert "CNN-rand" in md and "GloVe" in md and "under load" in md
+    assert "CNN-rand" in md and "GloVe" in md and "logit-adjusted loss" in md
     assert sorted(p.name for p in (out / "plots").glob("*.png")) == ["accuracy.png",
                                                                      "confusion_best.png"]
     assert (out / "results.csv").read_text().count("\n") == 7  # header + 6 runs

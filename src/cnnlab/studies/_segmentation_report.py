@@ -84,8 +84,9 @@ def layout(rep, payload: dict[str, Any], found, ds) -> None:
              f"{b['size']} px, {b['epochs']} epochs, batch {b['batch_size']}, AdamW lr "
              f"{b['lr']} (cosine); unet_mobilenet_v2 alpha {b['width']}, decoder width "
              f"{b['decoder_width']}; test IoU/Dice over the test set's pooled pixels, "
-             "'iou_per_image' the mean of per-image IoUs. Training seconds were measured "
-             "under load from other processes on a shared machine.")
+             "'iou_per_image' the mean of per-image IoUs. Training seconds are this "
+             "invocation's, on its device and torch threads; the budget's cost says under what "
+             "load they were measured.")
     rep.table(_table_rows(payload), caption="mean over seeds; iou_std: one-run std")
     groups_ = [(label, [r["test_iou"] for r in runs]) for label, runs in groups(payload).items()]
     rep.figure(plots.iou_by_config(groups_, "test IoU (dots: seeds, bar: mean)"),

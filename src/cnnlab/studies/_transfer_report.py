@@ -41,8 +41,8 @@ def budget_notes(budget: Any, opts: Any, pretrain_runs: Sequence[dict], s: Any) 
                    f"). How much a backbone this weak helps says nothing about ImageNet "
                    f"weights; budgets standard and full (GPU) pretrain ResNet-18 and "
                    f"MobileNetV2 on the whole source half, --weights uses real ones.")
-    out.append("Training times are single measurements per run, taken on a machine shared with "
-               "other processes (under load): they show orders of magnitude (a frozen backbone "
+    out.append("Training times are single measurements per run (the budget's cost says under "
+               "what load they were taken): they show orders of magnitude (a frozen backbone "
                "needs no backward pass), not small differences.")
     return out
 
@@ -229,7 +229,7 @@ def _transfer_section(rep: Report, payload: dict, runs: list[dict],
                      ("test_accuracy", "test acc (mean)", _pct),
                      ("test_accuracy_sd", "std over seeds", _pct), ("seeds", "seeds", str),
                      ("trainable_params", "trainable params", lambda v: f"{v:,}"),
-                     ("train_seconds", "train s / run (under load)", lambda v: f"{v:.1f}")])
+                     ("train_seconds", "train s / run", lambda v: f"{v:.1f}")])
     chance = 1 / len(payload["target_classes"])
     rep.figure(accuracy_vs_labels_figure(rows, chance), "accuracy_vs_labels",
                "Target test accuracy against labelled images per class, mean +- std over seeds.")

@@ -1,9 +1,9 @@
 """Binary segmentation as an engine task: images and 0/1 masks, BCE/IoU/Dice losses, IoU metrics.
 
 ``cnnlab train --model unet_mobilenet_v2 --dataset horse --task-kw loss=iou --task-kw size=128``
-(``--encoder-weights PATH`` starts the encoder from MobileNetV2 weights) trains through the same loop as the classifiers (:mod:`cnnlab.engine.tasks`
-says how a task plugs in), so checkpoints, exact resumption, progress, ``history.csv``, curves
-and the NaN/inf checks are the engine's:
+(``--encoder-weights PATH`` starts the encoder from MobileNetV2 weights) trains through the same
+loop as the classifiers (:mod:`cnnlab.engine.tasks` says how a task plugs in), so checkpoints,
+exact resumption, progress, ``history.csv``, curves and the NaN/inf checks are the engine's:
 
 - **Data**: :func:`cnnlab.data.segmentation.load_segmentation` (decoded once, cached) and
   :func:`~cnnlab.data.segmentation.segmentation_splits`: test split first (horses: seeded by
@@ -46,18 +46,12 @@ import torch
 
 from cnnlab._io import atomic_write
 from cnnlab.engine.metrics import EvalResult
-from cnnlab.engine.tasks import Task, task_options
+from cnnlab.engine.tasks import Task, one_of, task_options
 from cnnlab.errors import UserError
 from cnnlab.segmentation import metrics as seg_metrics
 from cnnlab.segmentation.losses import LOSSES, segmentation_loss
 
 TASK = "segmentation"
-
-
-def _loss(value: Any) -> str:
-    if value not in LOSSES:
-        raise ValueError(f"must be one of {', '.join(LOSSES)}")
-    return value
 
 
 def _size(value: Any) -> int:
@@ -74,7 +68,7 @@ def _fraction(value: Any) -> float:
     return float(value)
 
 
-OPTIONS = {"loss": _loss, "size": _size, "test_fraction": _fraction}
+OPTIONS = {"loss": one_of(LOSSES), "size": _size, "test_fraction": _fraction}
 DEFAULTS = {"loss": "bce", "size": 128, "test_fraction": 0.2}
 
 

@@ -201,6 +201,16 @@ def task_options(config: TrainConfig, allowed: Mapping[str, Callable[[Any], Any]
     return out
 
 
+def one_of(choices: Sequence[str]) -> Callable[[Any], str]:
+    """A :func:`task_options` converter accepting exactly one of ``choices``."""
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+
+    return check
+
+
 # ------------------------------------------------------------------------- image classification
 
 class ImageClassification(Task):

@@ -48,18 +48,12 @@ from torch import nn
 from cnnlab import _io
 from cnnlab.engine import outputs
 from cnnlab.engine.metrics import EvalResult, evaluate_logits
-from cnnlab.engine.tasks import Task, task_options
+from cnnlab.engine.tasks import Task, one_of, task_options
 from cnnlab.errors import UserError
 
 CHUNK_BATCHES = 50  # batches per length-sorted chunk (bench/sst_recipes.py's value)
 TRAIN_ON = ("sentences", "phrases")
 VOCAB_FILE = "vocab.txt"
-
-
-def _train_on(value: Any) -> str:
-    if value not in TRAIN_ON:
-        raise ValueError(f"must be one of {', '.join(TRAIN_ON)}")
-    return value
 
 
 def _min_freq(value: Any) -> int:
@@ -76,16 +70,8 @@ def _max_norm(value: Any) -> float:
 
 
 PRIORS = ("train", "sentences")
-
-
-def _prior(value: Any) -> str:
-    if value not in PRIORS:
-        raise ValueError(f"must be one of {', '.join(PRIORS)}")
-    return value
-
-
-OPTIONS = {"train_on": _train_on, "min_freq": _min_freq, "max_norm": _max_norm,
-           "prior": _prior}
+OPTIONS = {"train_on": one_of(TRAIN_ON), "min_freq": _min_freq, "max_norm": _max_norm,
+           "prior": one_of(PRIORS)}
 
 
 def prior_shift(train_labels: np.ndarray, target_labels: np.ndarray, classes: int) -> np.ndarray:

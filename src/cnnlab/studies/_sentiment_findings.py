@@ -197,9 +197,11 @@ def _words(verdict: str, higher: str, lower: str) -> str:
     return verdict
 
 
-def resolution(summary: Sequence[dict[str, Any]], s: Spread, budget: Any) -> list[str]:
+def resolution(summary: Sequence[dict[str, Any]], s: Spread, budget: Any,
+               payload: dict[str, Any]) -> list[str]:
     """The report's first lines: what this budget can and cannot tell apart."""
     out = []
+    phr, sen = payload["class_percent"]["phrases"], payload["class_percent"]["sentences"]
     if s.value is None:
         out.append("No configuration was trained with more than one seed: no difference in "
                    "test accuracy is distinguishable at this budget.")
@@ -226,15 +228,15 @@ def resolution(summary: Sequence[dict[str, Any]], s: Spread, budget: Any) -> lis
     if budget.prior == "sentences" and "phrases" in budget.train_on:
         out.append("Phrase runs are trained for the sentences' class prior (the logit-adjusted "
                    "loss, Menon et al. 2021: cross-entropy of logits + log pi_phrases - log "
-                   "pi_sentences, both counted from the training trees): of the phrases 51% "
-                   "are neutral and 4.6% very negative, of the training sentences 19.0% and "
-                   "12.8%, and plain cross-entropy on phrases predicts the extreme classes far "
-                   "too rarely. Kim 2014 used plain cross-entropy; with it, Kim's CNN here "
-                   "scored 44.8%, 42.6% and 44.4% (3 seeds, lr 1e-3, 2 epochs, see "
-                   "docs/sentiment-study-sst5-cpu/README.md).")
+                   f"pi_sentences, both counted from the training trees): of the phrases "
+                   f"{phr[2]:g}% are neutral and {phr[0]:g}% very negative, of the training "
+                   f"sentences {sen[2]:g}% and {sen[0]:g}%, and plain cross-entropy on phrases "
+                   "predicts the extreme classes far too rarely. Kim 2014 used plain "
+                   "cross-entropy (a budget with prior 'train').")
     if budget.phrases_subset is not None and "phrases" in budget.train_on:
-        out.append(f"Phrases: this budget trains on {budget.phrases_subset:,} of the ~157,000 "
-                   "labelled phrases (of all phrases 51% are neutral and half have at most 5 "
+        out.append(f"Phrases: this budget trains on {budget.phrases_subset:,} of the "
+                   f"{payload['num_phrases']:,} labelled phrases (of all phrases {phr[2]:g}% "
+                   f"are neutral and half have at most {payload['median_phrase_words']:g} "
                    "words, counted from the trees), for fewer epochs than on the sentences: "
                    "its sentences-vs-phrases comparison is of that subset, not of every phrase "
                    "as Socher et al. 2013 and Kim 2014 train (the standard budget uses them "

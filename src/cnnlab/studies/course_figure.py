@@ -6,8 +6,8 @@ measured.
 
 1. **The model.** With ``--checkpoint`` a finished CIFAR-10 run (``cnnlab train --out``); without,
    the budget's model (quick: simple_cnn; fully convolutional, global average pooling) trained
-   through the engine with its CPU recipe into ``DIR/runs/<model>-cifar10``, reused by the next invocation
-   (:meth:`cnnlab.studies.store.RunStore.train`). The model must accept a 32x64 canvas
+   through the engine with its CPU recipe into ``DIR/runs/<model>-cifar10``, reused by the next
+   invocation (:meth:`cnnlab.studies.store.RunStore.train`). The model must accept a 32x64 canvas
    (:func:`cnnlab.explain.composite.check_accepts_canvas`: one error line otherwise).
 2. **The canvases.** N pairs of CIFAR-10 *test* images side by side on 32x64
    (:func:`cnnlab.explain.composite.compose_pairs`, pixels copied exactly): half of them a cat

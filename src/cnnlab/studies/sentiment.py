@@ -278,6 +278,11 @@ def execute(session: runner.Session) -> base.Outcome:
         "plan": [dataclasses.asdict(s) for s in specs], "published": list(PUBLISHED),
         "goal": GOAL, "runs": runs,
         "num_phrases": len(with_phrases.train), "num_sentences": len(with_phrases.train_sentences),
+        # the class fractions (%) and median length the report states, counted from the trees
+        "class_percent": {
+            "phrases": _percent(with_phrases.train.labels),
+            "sentences": _percent(with_phrases.train_sentences.labels)},
+        "median_phrase_words": float(np.median([len(t) for t in with_phrases.train.tokens])),
     }
     summary = _sentiment_findings.summarize(runs)
     payload["summary"] = summary
@@ -285,8 +290,12 @@ def execute(session: runner.Session) -> base.Outcome:
     findings = _sentiment_findings.findings(payload, summary, spread, budget)
     return base.Outcome(
         payload=payload, rows=_sentiment_report.result_rows(runs), findings=findings,
-        resolution=_sentiment_findings.resolution(summary, spread, budget),
+        resolution=_sentiment_findings.resolution(summary, spread, budget, payload),
         layout=lambda rep: _sentiment_report.layout(rep, payload, summary, findings, budget))
+
+
+def _percent(labels: np.ndarray) -> list[float]:
+    return (100 * np.bincount(labels, minlength=5) / len(labels)).round(1).tolist()
 
 
 def run_study(out: str | Path, *, data_dir: str | None = None, budget: str | Budget = "quick",

@@ -35,6 +35,45 @@ def test_plan_has_the_noise_seeds_and_every_loss_and_encoder():
     assert len({r.key for r in runs}) == len(runs)
 
 
+def _payload(budget: str, best_iou: float) -> dict:
+    """Results of BCE and IoU on the course's setting (2 seeds each) and one trainable run."""
+    def row(config, loss, encoder, seed, iou):
+        return {"config": config, "loss": loss, "encoder": encoder, "seed": seed,
+                "model": "unet_mobilenet_v2", "test_iou": iou,
+                "test_dice": 2 * iou / (1 + iou),
+                "test_precision": 0.8, "test_recall": 0.7, "test_pixel_error": 0.1,
+                "train_seconds": 10.0}
+    ref = "unet_mobilenet_v2, pretrained-frozen, "
+    runs = [row(ref + "bce", "bce", "pretrained-frozen", 0, 0.60),
+            row(ref + "bce", "bce", "pretrained-frozen", 1, 0.62),
+            row(ref + "iou", "iou", "pretrained-frozen", 0, 0.61),
+            row(ref + "iou", "iou", "pretrained-frozen", 1, 0.63),
+            row("unet_mobilenet_v2, random-trainable, bce", "bce", "random-trainable", 0, best_iou)]
+    return {"dataset": "horse", "runs": runs, "budget": {"name": budget, "unet_base": 8},
+            "costs": {}, "split": {"num_test": 66}}
+
+
+@pytest.mark.parametrize("budget, best, words", [
+    ("standard", 0.85, "is reached, by +0.050"),
+    ("standard", 0.78, "is missed, by 0.020"),
+    ("gpu", 0.81, "is reached, by +0.010"),
+    ("quick", 0.85, "set for the standard budget and is reached already here"),
+    ("quick", 0.70, "neither met nor refuted"),
+])
+def test_the_goal_is_judged_at_the_budgets_it_is_set_for(budget, best, words):
+    from cnnlab.studies._segmentation_findings import findings
+
+    summary = [f for f in findings(_payload(budget, best)) if f.section == "summary"]
+    assert len(summary) == 1
+    claim = summary[0].claim
+    assert claim.startswith("Best configuration: unet_mobilenet_v2, random-trainable, bce, "
+                            f"test IoU {best:.3f}")
+    assert words in claim, claim
+    # the noise it states is the pooled std of the two 2-seed configurations (hand: both 0.01414)
+    if budget != "quick":
+        assert "among 3 configurations; the one-run noise is s = 0.014." in claim
+
+
 def _png(a):
     buf = io.BytesIO()
     Image.fromarray(a).save(buf, format="PNG")

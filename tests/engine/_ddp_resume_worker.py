@@ -62,6 +62,9 @@ def main(out: Path) -> None:
         if distributed.is_main():
             torch.save({"straight": state(straight), "resumed": state(resumed),
                         "message": message}, out / "states.pt")
+    # the Trainers outlive the session: their DDP wrappers no longer hold the process group
+    for t in (straight, first, resumed):
+        assert not hasattr(t._forward, "reducer") and not hasattr(t._forward, "process_group")
 
 
 if __name__ == "__main__":

@@ -33,10 +33,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import logging
 import os
 import sys
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -121,8 +123,31 @@ def session(device: str = "auto") -> Iterator[None]:
     finally:
         global _CONTROL
         _CONTROL = None
+        _release_wrappers()
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
+
+
+# every DistributedDataParallel made by wrap() while it lives (a Trainer a caller keeps)
+_WRAPPERS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _release_wrappers() -> None:
+    """Free the gradient reducer of every DDP wrapper still alive, while the group exists.
+
+    A wrapper outliving :func:`session` (a caller keeping its ``Trainer``) would otherwise hold
+    the gloo process group, and its pending work, through its reducer until interpreter exit,
+    where gloo's teardown can abort the process (SIGABRT, "terminate called without an active
+    exception"; pytorch/pytorch#179291 describes that path). A test worker that keeps three
+    Trainers aborted that way in 2 full-suite runs on an AMD EPYC; it was not reproduced on an
+    Intel Xeon with or without this release, so the cause is likely, not proven. A released
+    wrapper cannot train again, which it could not anyway without the group.
+    """
+    for ddp in list(_WRAPPERS):
+        for name in ("logger", "reducer", "process_group"):  # the logger refers to the reducer
+            ddp.__dict__.pop(name, None)
+    _WRAPPERS.clear()
+    gc.collect()  # reducers caught in reference cycles go now too
 
 
 _CONTROL: Any = None  # the gloo group for host-side flags (the default group when it is gloo)
@@ -206,8 +231,10 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     # which DDP's strict stride comparison reports; the memory layout is the same
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     # gradients as views of DDP's buckets: no copy, and no layout warning for 1-channel convs
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                   else None, gradient_as_bucket_view=True)
+    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                  else None, gradient_as_bucket_view=True)
+    _WRAPPERS.add(ddp)  # released when the session ends (_release_wrappers)
+    return ddp
 
 
 def all_sum(t: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -44,3 +48,17 @@ def expected_keys(params: dict) -> set[str]:
     keys |= {f"{p}_{i}" for p in ("filters", "kernel") for i in range(1, params["conv_layers"] + 1)}
     keys |= {f"units_{i}" for i in range(1, params["units_layers"] + 1)}
     return keys
+
+
+def open_at_once(url: str, n: int = 6, retries: int | None = None) -> list[str]:
+    """What ``n`` processes print that open the storage ``url`` at the same moment."""
+    from cnnlab.studies.tune import SCHEMA_RETRIES
+
+    start = time.time() + 3 + 0.5 * n  # after every process has imported optuna
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    procs = [subprocess.Popen([sys.executable, str(Path(__file__).parent / "_storage_opener.py"),
+                               url, str(start), str(SCHEMA_RETRIES if retries is None
+                                                    else retries)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(n)]
+    return [p.communicate(timeout=120)[0].strip() for p in procs]

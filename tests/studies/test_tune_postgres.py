@@ -21,7 +21,7 @@ import pytest
 
 from cnnlab.studies.tune import TuneConfig, open_storage, tune
 
-from ._tune_helpers import expected_keys, need_fashion_mnist, write_space
+from ._tune_helpers import expected_keys, need_fashion_mnist, open_at_once, write_space
 
 
 def _free_port() -> int:
@@ -86,3 +86,10 @@ def test_two_workers_share_a_postgresql_study(tmp_path, postgres_url):
     for t in finished:
         assert set(t.params) == expected_keys(t.params)
     assert "postgresql://cnnlab@127.0.0.1" in (Path(cfg.out) / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_workers_starting_at_once_on_a_new_postgresql_database_all_get_it(postgres_url):
+    """Several machines' first workers create the schema at the same moment: none fails."""
+    said = open_at_once(postgres_url, n=6)
+    assert said == ["ok"] * 6, said

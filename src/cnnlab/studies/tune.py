@@ -175,16 +175,30 @@ def open_storage(url: str) -> Any:
         kwargs = {"connect_args": {"timeout": 60}}  # several local workers wait for the lock
     elif url.startswith("postgresql"):
         kwargs = {"connect_args": {"connect_timeout": 10}}
-    try:
-        with warnings.catch_warnings():  # the heartbeat is marked experimental
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                engine_url(url), engine_kwargs=kwargs, heartbeat_interval=5, grace_period=30,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=1))
-    except Exception as exc:  # sqlalchemy's errors (OperationalError, ArgumentError, ...)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot use storage {redact(url)}: {first}") from None
+    for attempt in range(SCHEMA_RETRIES + 1):
+        try:
+            with warnings.catch_warnings():  # the heartbeat is marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    engine_url(url), engine_kwargs=kwargs, heartbeat_interval=5,
+                    grace_period=30, heartbeat_stale_trial_callback=(
+                        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)))
+        except Exception as exc:  # sqlalchemy's errors (OperationalError, ArgumentError, ...)
+            text = str(exc).strip()
+            if attempt < SCHEMA_RETRIES and any(m in text for m in _SCHEMA_RACE):
+                # another process created the tables between Optuna's check and its CREATE
+                # (workers or machines starting on a new database at once): they exist now
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            first = text.splitlines()[0] if text else type(exc).__name__
+            raise UserError(f"cannot use storage {redact(url)}: {first}") from None
+    raise AssertionError("unreachable")
+
+
+SCHEMA_RETRIES = 5  # attempts after a lost race to create the schema of a new database
+# what SQLite and PostgreSQL say when two processes create the same tables at once
+_SCHEMA_RACE = ("already exists", "UNIQUE constraint failed: alembic_version",
+                "duplicate key value violates unique constraint")
 
 
 def _settings(cfg: TuneConfig, space: Space, pruner: str) -> dict[str, Any]:

@@ -170,3 +170,14 @@ def test_bad_encoder_weights_are_one_line(config, tmp_path, capsys, model, weigh
 def test_bad_segmentation_settings_are_one_line_errors(config, changes, message):
     with pytest.raises(UserError, match=message):
         Trainer(dataclasses.replace(config, **changes), log=False)
+
+
+def test_encoder_weights_with_a_given_model_is_an_error_not_ignored(config, tmp_path):
+    from cnnlab import models
+
+    torch.save({}, tmp_path / "w.pt")
+    cfg = dataclasses.replace(config, model="unet_mobilenet_v2", model_kwargs={},
+                              encoder_weights=str(tmp_path / "w.pt"))
+    net = models.create("unet_mobilenet_v2", num_classes=1, in_chans=1, width=0.35)
+    with pytest.raises(UserError, match="encoder_weights is set and a model was given"):
+        Trainer(cfg, model=net, log=False)

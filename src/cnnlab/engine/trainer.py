@@ -183,6 +183,10 @@ class Trainer:
         if config.encoder_weights and not config.resume \
                 and not Path(config.encoder_weights).exists():
             raise UserError(f"--encoder-weights {config.encoder_weights} does not exist")
+        if model is not None and config.encoder_weights and not config.resume:
+            raise UserError("encoder_weights is set and a model was given: the Trainer loads "
+                            "them only into the model it builds; load them into yours with "
+                            "cnnlab.engine.encoder_weights.load_encoder_weights")
         if model is None:
             from cnnlab import models
 

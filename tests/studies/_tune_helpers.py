@@ -50,15 +50,12 @@ def expected_keys(params: dict) -> set[str]:
     return keys
 
 
-def open_at_once(url: str, n: int = 6, retries: int | None = None) -> list[str]:
+def open_at_once(url: str, n: int = 6) -> list[str]:
     """What ``n`` processes print that open the storage ``url`` at the same moment."""
-    from cnnlab.studies.tune import SCHEMA_RETRIES
-
     start = time.time() + 3 + 0.5 * n  # after every process has imported optuna
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    procs = [subprocess.Popen([sys.executable, str(Path(__file__).parent / "_storage_opener.py"),
-                               url, str(start), str(SCHEMA_RETRIES if retries is None
-                                                    else retries)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    opener = str(Path(__file__).parent / "_storage_opener.py")
+    procs = [subprocess.Popen([sys.executable, opener, url, str(start)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for _ in range(n)]
     return [p.communicate(timeout=120)[0].strip() for p in procs]

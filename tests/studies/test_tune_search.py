@@ -130,6 +130,7 @@ def test_resume_after_sigint_loses_no_finished_trial(tmp_path):
     for t in retried:  # the retry trained the same configuration
         assert t.params == final[t.user_attrs["retry_of"]].params
 
+
 @pytest.mark.slow
 def test_workers_starting_at_once_on_a_new_sqlite_file_all_get_it(tmp_path):
     """Optuna creates a new database's tables after checking they are missing: processes that

@@ -180,13 +180,13 @@ class Trainer:
         self._wall_start = time.perf_counter()
         task_cls = task_registry.task_class(config.dataset)
         task_cls.check_config(config)  # bad settings fail before the data
-        if config.encoder_weights and not config.resume \
-                and not Path(config.encoder_weights).exists():
-            raise UserError(f"--encoder-weights {config.encoder_weights} does not exist")
-        if model is not None and config.encoder_weights and not config.resume:
-            raise UserError("encoder_weights is set and a model was given: the Trainer loads "
-                            "them only into the model it builds; load them into yours with "
-                            "cnnlab.engine.encoder_weights.load_encoder_weights")
+        if config.encoder_weights and not config.resume:  # a resume has them saved
+            if not Path(config.encoder_weights).exists():
+                raise UserError(f"--encoder-weights {config.encoder_weights} does not exist")
+            if model is not None:
+                raise UserError("encoder_weights is set and a model was given: the Trainer "
+                                "loads them only into the model it builds; load them into "
+                                "yours with cnnlab.engine.encoder_weights.load_encoder_weights")
         if model is None:
             from cnnlab import models
 

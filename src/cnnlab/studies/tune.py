@@ -175,7 +175,8 @@ def open_storage(url: str) -> Any:
         kwargs = {"connect_args": {"timeout": 60}}  # several local workers wait for the lock
     elif url.startswith("postgresql"):
         kwargs = {"connect_args": {"connect_timeout": 10}}
-    for attempt in range(SCHEMA_RETRIES + 1):
+    retries = 0
+    while True:
         try:
             with warnings.catch_warnings():  # the heartbeat is marked experimental
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -185,14 +186,14 @@ def open_storage(url: str) -> Any:
                         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)))
         except Exception as exc:  # sqlalchemy's errors (OperationalError, ArgumentError, ...)
             text = str(exc).strip()
-            if attempt < SCHEMA_RETRIES and any(m in text for m in _SCHEMA_RACE):
+            if retries < SCHEMA_RETRIES and any(m in text for m in _SCHEMA_RACE):
                 # another process created the tables between Optuna's check and its CREATE
                 # (workers or machines starting on a new database at once): they exist now
-                time.sleep(0.2 * (attempt + 1))
+                retries += 1
+                time.sleep(0.2 * retries)
                 continue
             first = text.splitlines()[0] if text else type(exc).__name__
             raise UserError(f"cannot use storage {redact(url)}: {first}") from None
-    raise AssertionError("unreachable")
 
 
 SCHEMA_RETRIES = 5  # attempts after a lost race to create the schema of a new database

@@ -2,11 +2,15 @@
 
 1. uninterrupted; 2. interrupted by a KeyboardInterrupt from a callback on every rank at epoch 2
 step 3 (a mid-epoch checkpoint: every rank's augmentation and dropout streams); 3. resumed from
-it. Rank 0 saves the final states of 1 and 3 and the interruption's message to ``OUT/states.pt``.
+it; 4. a Ctrl-C that reaches rank 1 alone before its trainer exists (torchrun forwards one to
+every rank while they are at different points): both ranks stop at the first step boundary.
+Rank 0 saves the final states of 1 and 3 and the interruptions' messages to ``OUT/states.pt``.
 The config uses every kind of per-rank state: BatchNorm, dropout, all augmentation ops, EMA,
 validation.
 """
 
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -59,13 +63,22 @@ def main(out: Path) -> None:
         resumed = Trainer(config(out / "cut", resume=True), model=model(), dataset=toy,
                           log=False)
         resumed.fit()
+        if distributed.rank() == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # recorded by the session, not raised
+        early = Trainer(config(out / "early"), model=model(), dataset=toy, log=False)
+        try:
+            early.fit()
+            raise AssertionError("the early Ctrl-C was lost")
+        except TrainingInterrupted as exc:
+            early_message = exc.message
         if distributed.is_main():
             torch.save({"straight": state(straight), "resumed": state(resumed),
-                        "message": message}, out / "states.pt")
+                        "message": message, "early": early_message}, out / "states.pt")
     # the Trainers outlive the session: their DDP wrappers no longer hold the process group
-    for t in (straight, first, resumed):
+    for t in (straight, first, resumed, early):
         assert not hasattr(t._forward, "reducer") and not hasattr(t._forward, "process_group")
 
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
+    distributed.exit_process(0)  # as the README tells a script run by torchrun

@@ -136,6 +136,9 @@ def test_interrupted_two_rank_run_resumes_bit_identically(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     saved = torch.load(tmp_path / "states.pt", weights_only=False)
     assert saved["message"].startswith("interrupted; saved a checkpoint at epoch 2 step 3/6")
+    # rank 1's Ctrl-C before its trainer existed stopped both ranks before their first step
+    assert saved["early"].startswith("interrupted; saved a checkpoint at the end of epoch 0"), \
+        saved["early"]
     mid = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")
     assert mid["epoch"] == 2  # the resumed run finished; its last save is the end of epoch 2
     a, b = saved["straight"], saved["resumed"]
@@ -224,6 +227,22 @@ def test_shards_cover_the_global_batch_in_order(monkeypatch):
                                         "must be a multiple of 3"):
         distributed.global_batch(64, 1000)
     assert distributed.global_batch(63, 32) == 30  # small data: the largest multiple that fits
+
+
+def test_a_rank_that_left_its_session_exits_without_the_interpreter_teardown(tmp_path):
+    """exit_process: os._exit with the code after flushing, so no atexit handler (nor gloo's
+    C++ teardown) runs; in a process that was no rank it returns."""
+    code = ("import atexit, sys\n"
+            "from cnnlab.engine import distributed as d\n"
+            "atexit.register(print, 'teardown ran')\n"
+            "d.exit_process(5)\n"
+            "print('returned', end='')\n"
+            "d._SKIP_TEARDOWN = True\n"
+            "d.exit_process(int(sys.argv[1]))\n"
+            "print('not reached')\n")
+    done = subprocess.run([sys.executable, "-c", code, "7"], env=env(), capture_output=True,
+                          text=True, timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (7, "returned", "")
 
 
 def test_split_nproc_takes_the_option_out():

@@ -18,7 +18,15 @@ How a run splits (the trainer calls the helpers below at a few marked points):
   progress bar's running loss and accuracy are rank 0's part only; the epoch line covers all.
 - Ctrl-C and ``should_stop`` are agreed by all ranks at step and epoch boundaries
   (:func:`any_rank`, a tiny all-reduce on a gloo group, so CUDA runs do not sync the GPU for it);
-  a mid-epoch checkpoint holds every rank's random-stream states (:func:`gather`).
+  a mid-epoch checkpoint holds every rank's random-stream states (:func:`gather`). torchrun
+  forwards a Ctrl-C to every rank at once, and the ranks are not at the same point then: from
+  the start of :func:`session` a first Ctrl-C is only recorded (:func:`take_interrupt`), so a
+  rank still setting up its trainer does not leave while the others train.
+- Exit: a rank and the launcher leave through :func:`exit_process` (``os._exit`` after
+  flushing), without the interpreter's teardown. There, gloo's threads were seen to abort an
+  exiting rank ("terminate called without an active exception", about 1 Ctrl-C'd launch in
+  60), and the launcher to print a traceback from the rendezvous keep-alive timer that torchrun
+  leaves running after a signal ("Exception ignored in: <finalize object ...>", 1 in 120).
 - Failures: torchrun stops every rank when one exits or dies. A rank that fails waits
   :data:`GRACE_S` before reporting, so that a failure caused by a dead peer (gloo: "Connection
   reset by peer") is ended by torchrun quietly and only the cause is reported (:func:`session`,
@@ -36,7 +44,9 @@ import datetime
 import gc
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Iterator, Sequence
@@ -101,7 +111,13 @@ def session(device: str = "auto") -> Iterator[None]:
     except ValueError:
         raise UserError(f"CNNLAB_DIST_TIMEOUT_S must be a number of seconds, not {text!r}"
                         ) from None
-    dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
+    global _SKIP_TEARDOWN
+    previous = _defer_sigint()
+    try:
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
+    except BaseException:
+        _restore_sigint(previous)
+        raise
     try:
         yield
         # leave together: a rank that tears gloo down while a peer still uses the group was
@@ -126,6 +142,53 @@ def session(device: str = "auto") -> Iterator[None]:
         _release_wrappers()
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
+        _restore_sigint(previous)
+        _SKIP_TEARDOWN = True  # nothing of ours is left to tear down
+
+
+_INTERRUPT = False  # a first Ctrl-C inside session(), not yet taken by a trainer
+_SKIP_TEARDOWN = False  # a rank that left session(), or a launcher whose workers are gone
+
+
+def _defer_sigint() -> Any:
+    """From now on a first Ctrl-C sets a flag and a second one interrupts; returns the handler
+    it replaced (None off the main thread, where no handler can be installed)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        global _INTERRUPT
+        if _INTERRUPT:
+            raise KeyboardInterrupt
+        _INTERRUPT = True
+
+    return signal.signal(signal.SIGINT, handler)
+
+
+def _restore_sigint(previous: Any) -> None:
+    global _INTERRUPT
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous)
+    _INTERRUPT = False
+
+
+def take_interrupt() -> bool:
+    """True once for a Ctrl-C that arrived inside :func:`session` before a trainer took over
+    the signal (the trainer stops at its first step boundary then)."""
+    global _INTERRUPT
+    taken, _INTERRUPT = _INTERRUPT, False
+    return taken
+
+
+def exit_process(code: int) -> None:
+    """End a process that was a torchrun rank, or ran :func:`launch`, with ``code`` now,
+    skipping the interpreter's teardown (see the module docstring); return in any other."""
+    if not _SKIP_TEARDOWN:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 # every DistributedDataParallel made by wrap() while it lives (a Trainer a caller keeps)
@@ -322,6 +385,8 @@ def launch(nproc: int, argv: Sequence[str], threads: int | None = None) -> int:
     os.environ["OMP_NUM_THREADS"] = omp or str(threads or 1)  # torchrun warns when it is unset
     args = torchrun.parse_args(["--standalone", f"--nproc-per-node={nproc}", "--module",
                                 "cnnlab", *argv])
+    global _SKIP_TEARDOWN
+    _SKIP_TEARDOWN = True  # its workers are gone when torchrun.run returns or raises
     try:
         torchrun.run(args)
     except SignalException as exc:

@@ -745,6 +745,8 @@ class Trainer:
             self._interrupt_requested = True
 
         previous = signal.signal(signal.SIGINT, handler)
+        # a Ctrl-C the process-group session recorded before this trainer took over
+        self._interrupt_requested = self._interrupt_requested or distributed.take_interrupt()
         try:
             yield
         finally:

@@ -4,10 +4,13 @@
    accuracy, each trained on the same training images, tested once);
 2. Hyperband against random search without pruning on the same epoch budget: the epochs
    Hyperband needed to reach the random search's final best validation accuracy (goal <= 0.5x);
-3. trials per minute of 2 local workers against 1 on the same machine (goal >= 1.7x on 2 cores).
+3. trials per minute of 2 local workers against 1 on the same machine (goal >= 1.7x on 2 cores),
+   both running the same configurations (drawn once by Optuna's random sampler and enqueued in
+   both runs), with the work they trained (MAC-epochs per second) beside it.
 
     python bench/tune_goals.py --out runs/tune-goals [--space examples/tune/course_space.yaml]
         [--subset N] [--max-epochs 7] [--trials 30] [--speed-trials 8]
+        [--speed-subset N] [--speed-epochs 2] [--only-workers]
 
 Everything runs in this process's machine, one search after the other; the reference of each
 ratio is measured in the same run. Prints one line per goal and writes ``goals.json`` in --out
@@ -25,20 +28,46 @@ from pathlib import Path
 from cnnlab.engine import TrainConfig, train
 from cnnlab.provenance import environment
 from cnnlab.studies._tune_report import epochs_to_reach
+from cnnlab.studies._tune_space import load_space
 from cnnlab.studies.tune import TuneConfig, tune
 
 
-def _throughput(args, workers: int) -> float:
+def _configurations(space_path: str, n: int, seed: int) -> list[dict]:
+    """``n`` configurations of the space drawn by Optuna's random sampler (flat trial params),
+    so that every speed run trains the same ones."""
+    import optuna
+
+    space = load_space(space_path)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    configs = []
+    for _ in range(n):
+        trial = study.ask()
+        space.suggest(trial)
+        configs.append(dict(trial.params))
+        study.tell(trial, 0.0)
+    return configs
+
+
+def _throughput(args, workers: int, configs: list[dict]) -> dict:
+    """Trials per minute (and MAC-epochs per second) of ``workers`` local workers sharing
+    ``args.threads`` threads, all running the same enqueued ``configs`` for
+    ``args.speed_epochs`` epochs each."""
     out = Path(args.out) / f"speed-{workers}w"
-    cfg = TuneConfig(space=args.space, out=str(out), subset=args.subset, max_epochs=2,
-                     trials=args.speed_trials, workers=workers, threads=args.threads,
+    subset = args.speed_subset or args.subset
+    cfg = TuneConfig(space=args.space, out=str(out), subset=subset, max_epochs=args.speed_epochs,
+                     trials=len(configs), workers=workers, threads=args.threads,
                      pruner="none", sampler="random", device="cpu", retrain=False,
-                     seed=args.seed)
+                     seed=args.seed, enqueue=configs)
     t0 = time.perf_counter()
     r = tune(cfg)
-    minutes = (time.perf_counter() - t0) / 60
-    done = sum(t["state"] in ("complete", "pruned", "fail") for t in r.trials)
-    return done / minutes
+    seconds = time.perf_counter() - t0
+    done = [t for t in r.trials if t["state"] in ("complete", "pruned", "fail")]
+    same = sorted(map(str, (t["params"] for t in done))) == sorted(map(str, configs))
+    work = sum((t["macs"] or 0) * t["epochs"] for t in done)
+    return {"workers": workers, "threads_per_worker": cfg.threads_per_worker(),
+            "trials": len(done), "same_configurations": same, "seconds": seconds,
+            "trials_per_min": len(done) / (seconds / 60), "mac_epochs": work,
+            "mac_epochs_per_s": work / seconds}
 
 
 def main() -> None:
@@ -49,12 +78,37 @@ def main() -> None:
     p.add_argument("--max-epochs", type=int, default=7)
     p.add_argument("--trials", type=int, default=30)
     p.add_argument("--speed-trials", type=int, default=8)
+    p.add_argument("--speed-subset", type=int, default=None,
+                   help="training images of the speed trials (default: --subset)")
+    p.add_argument("--speed-epochs", type=int, default=2, help="epochs of each speed trial")
+    p.add_argument("--only-workers", action="store_true",
+                   help="measure goal 3 only (the worker speed), not the search")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     out = Path(args.out)
     res: dict = {"args": vars(args), "environment": environment()}
+    if not args.only_workers:
+        _search_goals(args, res)
+    # 3. trials per minute, 1 worker vs 2, on the same configurations
+    configs = _configurations(args.space, args.speed_trials, args.seed + 1)
+    one, two = _throughput(args, 1, configs), _throughput(args, 2, configs)
+    res["workers"] = {"one": one, "two": two,
+                      "ratio": two["trials_per_min"] / one["trials_per_min"],
+                      "work_ratio": two["mac_epochs_per_s"] / one["mac_epochs_per_s"]}
+    print(f"3. trials/min on the same {len(configs)} configurations: 1 worker x "
+          f"{one['threads_per_worker']} threads {one['trials_per_min']:.2f}, 2 workers x "
+          f"{two['threads_per_worker']} {two['trials_per_min']:.2f}, ratio "
+          f"{res['workers']['ratio']:.2f} (goal >= 1.7); same configurations in both: "
+          f"{one['same_configurations'] and two['same_configurations']}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "goals.json").write_text(json.dumps(res, indent=2, default=str))
 
+
+def _search_goals(args, res: dict) -> None:
+    """Goals 1 and 2: one Hyperband search (with its random-search comparison) and the
+    compact_cnn recipe on the same images."""
+    out = Path(args.out)
     search = tune(TuneConfig(space=args.space, out=str(out / "search"), subset=args.subset,
                              max_epochs=args.max_epochs, trials=args.trials, threads=args.threads,
                              device="cpu", compare_random=True, seed=args.seed))
@@ -78,12 +132,6 @@ def main() -> None:
                                   "ratio": None if reach is None else reach / r_epochs}
     print(f"2. random search best val {rbest} after {r_epochs} epochs; Hyperband reached it after "
           f"{reach} epochs (ratio {res['hyperband_vs_random']['ratio']}; goal <= 0.5)")
-    # 3. trials per minute, 1 worker vs 2
-    one, two = _throughput(args, 1), _throughput(args, 2)
-    res["workers"] = {"trials_per_min_1": one, "trials_per_min_2": two, "ratio": two / one}
-    print(f"3. trials/min: 1 worker {one:.2f}, 2 workers {two:.2f}, ratio {two / one:.2f} "
-          "(goal >= 1.7)")
-    (out / "goals.json").write_text(json.dumps(res, indent=2, default=str))
 
 
 if __name__ == "__main__":

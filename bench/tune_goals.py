@@ -67,7 +67,9 @@ def _throughput(args, workers: int, configs: list[dict]) -> dict:
     return {"workers": workers, "threads_per_worker": cfg.threads_per_worker(),
             "trials": len(done), "same_configurations": same, "seconds": seconds,
             "trials_per_min": len(done) / (seconds / 60), "mac_epochs": work,
-            "mac_epochs_per_s": work / seconds}
+            "mac_epochs_per_s": work / seconds,
+            "per_trial": [{k: t[k] for k in ("params", "macs", "epochs", "duration_s", "worker")}
+                          for t in done]}
 
 
 def main() -> None:

@@ -49,7 +49,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -112,11 +112,11 @@ def session(device: str = "auto") -> Iterator[None]:
         raise UserError(f"CNNLAB_DIST_TIMEOUT_S must be a number of seconds, not {text!r}"
                         ) from None
     global _SKIP_TEARDOWN
-    previous = _defer_sigint()
+    restore_sigint = _defer_sigint()
     try:
         dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
     except BaseException:
-        _restore_sigint(previous)
+        restore_sigint()
         raise
     try:
         yield
@@ -142,7 +142,7 @@ def session(device: str = "auto") -> Iterator[None]:
         _release_wrappers()
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
-        _restore_sigint(previous)
+        restore_sigint()
         _SKIP_TEARDOWN = True  # nothing of ours is left to tear down
 
 
@@ -150,11 +150,14 @@ _INTERRUPT = False  # a first Ctrl-C inside session(), not yet taken by a traine
 _SKIP_TEARDOWN = False  # a rank that left session(), or a launcher whose workers are gone
 
 
-def _defer_sigint() -> Any:
-    """From now on a first Ctrl-C sets a flag and a second one interrupts; returns the handler
-    it replaced (None off the main thread, where no handler can be installed)."""
+def _defer_sigint() -> Callable[[], None]:
+    """From now on a first Ctrl-C sets a flag and a second one interrupts. Returns what puts
+    the handler it replaced back (nothing to put back off the main thread, where no handler
+    can be installed)."""
+    global _INTERRUPT
+    _INTERRUPT = False
     if threading.current_thread() is not threading.main_thread():
-        return None
+        return lambda: None
 
     def handler(signum, frame):
         global _INTERRUPT
@@ -162,14 +165,10 @@ def _defer_sigint() -> Any:
             raise KeyboardInterrupt
         _INTERRUPT = True
 
-    return signal.signal(signal.SIGINT, handler)
-
-
-def _restore_sigint(previous: Any) -> None:
-    global _INTERRUPT
-    if previous is not None:
-        signal.signal(signal.SIGINT, previous)
-    _INTERRUPT = False
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, handler)
+    # a handler installed outside Python reads as None: the default one is put back then
+    return lambda: signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
 
 def take_interrupt() -> bool:

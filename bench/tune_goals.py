@@ -38,6 +38,7 @@ def _configurations(space_path: str, n: int, seed: int) -> list[dict]:
     import optuna
 
     space = load_space(space_path)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     configs = []
     for _ in range(n):

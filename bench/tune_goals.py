@@ -10,7 +10,7 @@
 
     python bench/tune_goals.py --out runs/tune-goals [--space examples/tune/course_space.yaml]
         [--subset N] [--max-epochs 7] [--trials 30] [--speed-trials 8]
-        [--speed-subset N] [--speed-epochs 2] [--only-workers]
+        [--speed-subset N] [--speed-epochs 2] [--only-workers | --no-workers]
 
 Everything runs in this process's machine, one search after the other; the reference of each
 ratio is measured in the same run. Prints one line per goal and writes ``goals.json`` in --out
@@ -86,6 +86,7 @@ def main() -> None:
     p.add_argument("--speed-epochs", type=int, default=2, help="epochs of each speed trial")
     p.add_argument("--only-workers", action="store_true",
                    help="measure goal 3 only (the worker speed), not the search")
+    p.add_argument("--no-workers", action="store_true", help="measure goals 1 and 2 only")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -93,6 +94,9 @@ def main() -> None:
     res: dict = {"args": vars(args), "environment": environment()}
     if not args.only_workers:
         _search_goals(args, res)
+    if args.no_workers:
+        _save(out, res)
+        return
     # 3. trials per minute, 1 worker vs 2, on the same configurations
     configs = _configurations(args.space, args.speed_trials, args.seed + 1)
     one, two = _throughput(args, 1, configs), _throughput(args, 2, configs)
@@ -104,6 +108,10 @@ def main() -> None:
           f"{two['threads_per_worker']} {two['trials_per_min']:.2f}, ratio "
           f"{res['workers']['ratio']:.2f} (goal >= 1.7); same configurations in both: "
           f"{one['same_configurations'] and two['same_configurations']}")
+    _save(out, res)
+
+
+def _save(out: Path, res: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "goals.json").write_text(json.dumps(res, indent=2, default=str))
 

@@ -14,6 +14,7 @@ import optuna
 import pytest
 
 from cnnlab.studies._tune_hyperband import brackets
+from cnnlab.studies._tune_report import shared_configurations
 from cnnlab.studies.tune import DB_NAME, TuneConfig, tune
 
 from ._tune_helpers import expected_keys, need_fashion_mnist, open_at_once, write_space
@@ -72,6 +73,31 @@ def test_nan_trial_is_failed_with_reason_and_the_search_goes_on(tmp_path):
     assert result.trials[1]["state"] == "complete"
     assert len(result.trials) == 3  # the failed trial counts; the search went on to trial 2
     assert result.best["number"] != 0
+
+
+def test_compare_random_spends_the_same_epochs_without_pruning_and_says_what_it_shares(tmp_path):
+    need_fashion_mnist()
+    cfg = _cfg(tmp_path, trials=5, compare_random=True, retrain=False)
+    result = tune(cfg)
+    budget = sum(r["epochs"] for r in result.trials)
+    rr = result.random_trials
+    # random search never prunes: every trial trains all epochs, until the search's budget is met
+    assert all(r["state"] == "complete" and r["epochs"] == cfg.max_epochs for r in rr)
+    assert sum(r["epochs"] for r in rr) >= budget > sum(r["epochs"] for r in rr[:-1])
+    # all 5 TPE trials are start-up draws of RandomSampler(seed 0), so the random search with
+    # seed 0 draws the same configurations in the same order, and the report says so
+    n = min(len(rr), len(result.trials))
+    assert [r["params"] for r in rr[:n]] == [r["params"] for r in result.trials[:n]]
+    md = (Path(cfg.out) / "report.md").read_text()
+    assert (f"{n} of the random search's {len(rr)} trials tried a configuration this search "
+            "also tried") in md
+
+
+def test_shared_configurations_counts_equal_parameter_sets_whatever_their_order():
+    rows = [{"params": {"a": 1, "b": 0.30000000000000004}}, {"params": {"a": 2}}]
+    other = [{"params": {"b": 0.30000000000000004, "a": 1}}, {"params": {"a": 1, "b": 0.3}},
+             {"params": {"a": 2}}, {"params": {"a": 3}}]
+    assert shared_configurations(rows, other) == 2
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import optuna
 import pytest
 
 from cnnlab.studies._tune_hyperband import brackets
-from cnnlab.studies._tune_report import shared_configurations
+from cnnlab.studies._tune_report import configuration_text, shared_configurations
 from cnnlab.studies.tune import DB_NAME, TuneConfig, tune
 
 from ._tune_helpers import expected_keys, need_fashion_mnist, open_at_once, write_space
@@ -98,6 +98,13 @@ def test_shared_configurations_counts_equal_parameter_sets_whatever_their_order(
     other = [{"params": {"b": 0.30000000000000004, "a": 1}}, {"params": {"a": 1, "b": 0.3}},
              {"params": {"a": 2}}, {"params": {"a": 3}}]
     assert shared_configurations(rows, other) == 2
+
+
+def test_configuration_text_shows_stepped_floats_as_written_and_keeps_real_digits():
+    # Optuna's step grid gives low + 3 * 0.1 = 0.30000000000000004 for dropout 0.3
+    assert 0.1 * 3 != 0.3
+    params = {"conv_layers": 2, "dropout": 0.1 * 3, "lr": 5e-4, "w": 0.123456789}
+    assert configuration_text(params) == "conv_layers=2, dropout=0.3, lr=0.0005, w=0.123456789"
 
 
 @pytest.mark.slow

@@ -17,6 +17,13 @@ def _pct(v: Any) -> str:
     return "-" if v is None else f"{100 * v:.2f}%"
 
 
+def configuration_text(params: dict[str, Any]) -> str:
+    """``name=value, ...`` with floats at 10 significant digits: a stepped float such as Optuna's
+    ``0.1 * 3`` reads 0.3, not 0.30000000000000004 (the stored value is unchanged)."""
+    return ", ".join(f"{k}={v:.10g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in params.items())
+
+
 def best_so_far(rows: list[dict[str, Any]]) -> tuple[list[int], list[float]]:
     """Cumulative epochs spent (in trial-completion order) against the best completed value."""
     done = sorted((r for r in rows if r["complete"] is not None), key=lambda r: r["complete"])
@@ -168,7 +175,7 @@ def write(result: Any, space: Any, study: Any, timing: dict[str, float]) -> dict
                                                         lambda v: "-" if v is None else str(v)),
         ("epochs", "epochs", str), ("value", "val acc", _pct),
         ("model_params", "params", None), ("macs", "MACs", None),
-        ("params", "configuration", lambda p: ", ".join(f"{k}={v}" for k, v in p.items())),
+        ("params", "configuration", configuration_text),
         ("duration_s", "s", lambda v: "-" if v is None else f"{v:.1f}"),
         ("reason", "why stopped / failed", lambda v: v or "-"),
     ], caption="Every trial; pruned trials stopped after the epochs shown; 'val acc' is the "

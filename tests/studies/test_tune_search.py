@@ -14,7 +14,7 @@ import optuna
 import pytest
 
 from cnnlab.studies._tune_hyperband import brackets
-from cnnlab.studies._tune_report import configuration_text, shared_configurations
+from cnnlab.studies._tune_report import configuration_text, shared_configurations, value_text
 from cnnlab.studies.tune import DB_NAME, TuneConfig, tune
 
 from ._tune_helpers import expected_keys, need_fashion_mnist, open_at_once, write_space
@@ -105,6 +105,9 @@ def test_configuration_text_shows_stepped_floats_as_written_and_keeps_real_digit
     assert 0.1 * 3 != 0.3
     params = {"conv_layers": 2, "dropout": 0.1 * 3, "lr": 5e-4, "w": 0.123456789}
     assert configuration_text(params) == "conv_layers=2, dropout=0.3, lr=0.0005, w=0.123456789"
+    # per-layer values (lists), as the best configuration's block prints them
+    assert value_text([0.1 * 3, 0.5]) == "[0.3, 0.5]"
+    assert value_text([8, 32, 24]) == str([8, 32, 24])
 
 
 @pytest.mark.slow

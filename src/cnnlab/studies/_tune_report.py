@@ -17,11 +17,18 @@ def _pct(v: Any) -> str:
     return "-" if v is None else f"{100 * v:.2f}%"
 
 
+def value_text(v: Any) -> str:
+    """A parameter value with floats at 10 significant digits (also inside per-layer lists): a
+    stepped float such as Optuna's ``0.1 * 3`` reads 0.3, not 0.30000000000000004 (the stored
+    value is unchanged)."""
+    if isinstance(v, list):
+        return "[" + ", ".join(value_text(x) for x in v) + "]"
+    return f"{v:.10g}" if isinstance(v, float) else str(v)
+
+
 def configuration_text(params: dict[str, Any]) -> str:
-    """``name=value, ...`` with floats at 10 significant digits: a stepped float such as Optuna's
-    ``0.1 * 3`` reads 0.3, not 0.30000000000000004 (the stored value is unchanged)."""
-    return ", ".join(f"{k}={v:.10g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in params.items())
+    """``name=value, ...`` of a trial's parameters, each through :func:`value_text`."""
+    return ", ".join(f"{k}={value_text(v)}" for k, v in params.items())
 
 
 def best_so_far(rows: list[dict[str, Any]]) -> tuple[list[int], list[float]]:
@@ -139,7 +146,7 @@ def write(result: Any, space: Any, study: Any, timing: dict[str, float]) -> dict
 
     if result.best:
         rep.section("Best configuration (active parameters only)")
-        rep.code("\n".join(f"{k}: {v}" for k, v in result.best["values"].items()))
+        rep.code("\n".join(f"{k}: {value_text(v)}" for k, v in result.best["values"].items()))
         train_over, model_kw = space.split(result.best["values"])
         rep.text(f"Model `{space.model}` with options `{model_kw}`; training settings "
                  f"`{train_over}`.")

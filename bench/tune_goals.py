@@ -11,10 +11,12 @@
     python bench/tune_goals.py --out runs/tune-goals [--space examples/tune/course_space.yaml]
         [--subset N] [--max-epochs 7] [--trials 30] [--speed-trials 8]
         [--speed-subset N] [--speed-epochs 2] [--only-workers | --no-workers]
+        [--random-seeds 101,102,...]
 
 Everything runs in this process's machine, one search after the other; the reference of each
 ratio is measured in the same run. Prints one line per goal and writes ``goals.json`` in --out
-(the tuned search's own report is in OUT/search/report.html).
+(the tuned search's own report is in OUT/search/report.html; with several --random-seeds it
+shows the last one's comparison, goals.json all of them).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 
 from cnnlab.engine import TrainConfig, train
 from cnnlab.provenance import environment
-from cnnlab.studies._tune_report import epochs_to_reach
+from cnnlab.studies._tune_report import epochs_to_reach, shared_configurations
 from cnnlab.studies._tune_space import load_space
 from cnnlab.studies.tune import TuneConfig, tune
 
@@ -89,6 +91,9 @@ def main() -> None:
     p.add_argument("--no-workers", action="store_true", help="measure goals 1 and 2 only")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--random-seeds", type=lambda t: [int(x) for x in t.split(",")],
+                   help="comma-separated seeds of the random searches goal 2 compares with "
+                   "(default: --seed, a paired comparison on the TPE start-up draws)")
     args = p.parse_args()
     out = Path(args.out)
     res: dict = {"args": vars(args), "environment": environment()}
@@ -117,12 +122,20 @@ def _save(out: Path, res: dict) -> None:
 
 
 def _search_goals(args, res: dict) -> None:
-    """Goals 1 and 2: one Hyperband search (with its random-search comparison) and the
-    compact_cnn recipe on the same images."""
+    """Goals 1 and 2: one Hyperband search, its comparison with random search (one per
+    --random-seeds entry, each on the search's epoch budget) and the compact_cnn recipe on the
+    same images."""
     out = Path(args.out)
-    search = tune(TuneConfig(space=args.space, out=str(out / "search"), subset=args.subset,
-                             max_epochs=args.max_epochs, trials=args.trials, threads=args.threads,
-                             device="cpu", compare_random=True, seed=args.seed))
+    rseeds = args.random_seeds or [None]
+    comparisons = []
+    for i, rseed in enumerate(rseeds):
+        # the first call runs the search; later ones continue the finished study (no new
+        # trial, the retrained winner's checkpoint is reused) and add one random search each
+        search = tune(TuneConfig(space=args.space, out=str(out / "search"), subset=args.subset,
+                                 max_epochs=args.max_epochs, trials=args.trials,
+                                 threads=args.threads, device="cpu", compare_random=True,
+                                 seed=args.seed, random_seed=rseed))
+        comparisons.append(_against_random(search, args.seed if rseed is None else rseed))
     # 1. the README's compact_cnn recipe at the tuned model's epochs, on the same images
     base = train(TrainConfig(model="compact_cnn", dataset="fashion-mnist", epochs=args.max_epochs,
                              batch_size=128, lr=0.2, augment="flip", val_fraction=0,
@@ -131,18 +144,32 @@ def _search_goals(args, res: dict) -> None:
     tuned = search.final["test_accuracy"] if search.final else None
     res["accuracy"] = {"tuned_test_accuracy": tuned, "compact_cnn_test_accuracy":
                        base.test_accuracy, "epochs": args.max_epochs}
+    diff = None if tuned is None else tuned - base.test_accuracy
     print(f"1. tuned {tuned} vs compact_cnn {base.test_accuracy:.4f} test accuracy at "
-          f"{args.max_epochs} epochs (difference {None if tuned is None else tuned - base.test_accuracy})")
-    # 2. Hyperband vs random search on the same epoch budget
+          f"{args.max_epochs} epochs (difference {diff})")
+    # 2. Hyperband vs random search on the same epoch budget (the first comparison keeps the
+    # key of earlier goals.json files; all of them are under "random_searches")
+    res["hyperband_vs_random"] = comparisons[0]
+    res["random_searches"] = comparisons
+    for c in comparisons:
+        print(f"2. random search (seed {c['random_seed']}) best val {c['random_best_val']} after "
+              f"{c['random_epochs']} epochs; Hyperband reached it after "
+              f"{c['hyperband_epochs_to_reach']} epochs (ratio {c['ratio']}; goal <= 0.5); "
+              f"{c['shared_configurations']} of its {c['random_trials']} trials shared")
+
+
+def _against_random(search, rseed: int) -> dict:
+    """Goal 2 for one random search: the epochs Hyperband needed to reach its final best."""
     rr = search.random_trials or []
     rbest = max((t["value"] for t in rr if t["state"] == "complete"), default=None)
     r_epochs = sum(t["epochs"] for t in rr)
     reach = epochs_to_reach(search.trials, rbest) if rbest is not None else None
-    res["hyperband_vs_random"] = {"random_best_val": rbest, "random_epochs": r_epochs,
-                                  "hyperband_epochs_to_reach": reach,
-                                  "ratio": None if reach is None else reach / r_epochs}
-    print(f"2. random search best val {rbest} after {r_epochs} epochs; Hyperband reached it after "
-          f"{reach} epochs (ratio {res['hyperband_vs_random']['ratio']}; goal <= 0.5)")
+    return {"random_seed": rseed, "random_best_val": rbest, "random_epochs": r_epochs,
+            "random_trials": len(rr), "hyperband_epochs_to_reach": reach,
+            "ratio": None if reach is None else reach / r_epochs,
+            "shared_configurations": shared_configurations(search.trials, rr),
+            "random_epochs_to_own_best": (epochs_to_reach(rr, rbest)
+                                          if rbest is not None else None)}
 
 
 if __name__ == "__main__":

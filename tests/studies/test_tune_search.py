@@ -1,7 +1,9 @@
-"""Real searches on a Fashion-MNIST subset with SQLite: end to end, NaN trials, resume after SIGINT."""
+"""Real searches on a Fashion-MNIST subset with SQLite: end to end, NaN trials, resume after
+SIGINT."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -15,6 +17,7 @@ import pytest
 
 from cnnlab.studies._tune_hyperband import brackets
 from cnnlab.studies._tune_report import configuration_text, shared_configurations, value_text
+from cnnlab.studies._tune_space import load_space
 from cnnlab.studies.tune import DB_NAME, TuneConfig, tune
 
 from ._tune_helpers import expected_keys, need_fashion_mnist, open_at_once, write_space
@@ -91,6 +94,34 @@ def test_compare_random_spends_the_same_epochs_without_pruning_and_says_what_it_
     md = (Path(cfg.out) / "report.md").read_text()
     assert (f"{n} of the random search's {len(rr)} trials tried a configuration this search "
             "also tried") in md
+
+
+def test_random_seed_gives_the_comparison_independent_draws_in_a_study_of_its_own(tmp_path):
+    need_fashion_mnist()
+    cfg = _cfg(tmp_path, trials=4, compare_random=True, retrain=False, random_seed=7)
+    result = tune(cfg)
+    # the reference: what Optuna's RandomSampler(seed 7) draws from the same space, in order
+    reference = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=7))
+    expected = []
+    for _ in result.random_trials:
+        trial = reference.ask()
+        load_space(cfg.space).suggest(trial)
+        expected.append(dict(trial.params))
+        reference.tell(trial, 0.0)
+    assert [r["params"] for r in result.random_trials] == expected
+    md = (Path(cfg.out) / "report.md").read_text()
+    assert "random search seeded 7, this search 0: independent draws" in md
+    # the paired comparison afterwards: the finished search is continued (no new trial) and a
+    # second random study is added beside the first, which is kept
+    paired = tune(dataclasses.replace(cfg, random_seed=None))
+    assert [r["params"] for r in paired.trials] == [r["params"] for r in result.trials]
+    names = {s.study_name for s in optuna.get_all_study_summaries(cfg.storage_url)}
+    assert names == {"cnnlab-tune", "cnnlab-tune-random-7", "cnnlab-tune-random"}
+    n = min(len(paired.random_trials), len(result.trials))
+    assert [r["params"] for r in paired.random_trials[:n]] == [r["params"]
+                                                               for r in result.trials[:n]]
+    md = (Path(cfg.out) / "report.md").read_text()
+    assert "both seeded 0: TPE's random start-up trials" in md
 
 
 def test_shared_configurations_counts_equal_parameter_sets_whatever_their_order():

@@ -154,6 +154,8 @@ def test_malformed_space_is_one_line_exit_2(tmp_path, capsys, body, needle):
     (["--workers", "0"], "--workers must be at least 1, got 0"),
     (["--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot use storage postgresql://"),
     (["--storage", "notadb://x"], "cannot use storage"),
+    (["--random-seed", "-1"], "--random-seed must be between 0 and 4294967231, got -1"),
+    (["--seed", str(2**32)], f"--seed must be between 0 and 4294967231, got {2**32}"),
 ])
 def test_bad_options_are_one_line_exit_2(tmp_path, capsys, extra, needle):
     space = tmp_path / "s.yaml"

@@ -58,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir")
     p.add_argument("--compare-random", action="store_true",
                    help="also run random search without pruning on the same epoch budget")
+    p.add_argument("--random-seed", type=_count, metavar="R",
+                   help="seed of that random search (default: --seed, so its first draws are "
+                   "the search's TPE start-up draws; another seed draws independently)")
     p.add_argument("--no-retrain", dest="retrain", action="store_false",
                    help="skip retraining the best configuration")
     p.set_defaults(func=run)

@@ -63,6 +63,16 @@ def shared_configurations(rows: list[dict[str, Any]], other: list[dict[str, Any]
     return sum(json.dumps(r["params"], sort_keys=True, default=str) in seen for r in other)
 
 
+def _draws(cfg: Any) -> str:
+    """Where the random search's configurations came from, for the report."""
+    rseed = cfg.random_seed
+    if rseed is None or rseed == cfg.seed:
+        return (f"both seeded {cfg.seed}: TPE's random start-up trials are the random search's "
+                "draws, a paired comparison")
+    return (f"random search seeded {rseed}, this search {cfg.seed}: independent draws, so a "
+            "shared one is a coincidence of the space's size")
+
+
 def _plot_best(rows, random_rows):
     import matplotlib
 
@@ -204,9 +214,8 @@ def write(result: Any, space: Any, study: Any, timing: dict[str, float]) -> dict
             f"({'never' if reach is None else f'{reach / max(r_epochs, 1):.2f} x'} the random "
             "search's epochs)." if rbest is not None else "Random search completed no trial.",
             f"{shared_configurations(rows, rr)} of the random search's {len(rr)} trials tried a "
-            "configuration this search also tried (with the same seed, TPE's random start-up "
-            "trials are the random search's draws): on those the two compare pruning against "
-            "no pruning, not the samplers.",
+            f"configuration this search also tried ({_draws(result.config)}): on those the two "
+            "compare pruning against no pruning, not the samplers.",
         ])
 
     rep.section("What mattered")
@@ -227,9 +236,10 @@ def write(result: Any, space: Any, study: Any, timing: dict[str, float]) -> dict
     env = environment()
     rep.section("Environment")
     rep.code("\n".join(f"{k}: {v}" for k, v in env.items()))
-    payload = {"config": {**vars(cfg), "storage": cfg.storage and redact(cfg.storage)}, "environment": env,
-               "best": result.best, "final": result.final, "importances": result.importances,
-               "trials": rows, "random_trials": result.random_trials, "timing": timing}
+    payload = {"config": {**vars(cfg), "storage": cfg.storage and redact(cfg.storage)},
+               "environment": env, "best": result.best, "final": result.final,
+               "importances": result.importances, "trials": rows,
+               "random_trials": result.random_trials, "timing": timing}
     flat = [{k: v for k, v in r.items() if k not in ("params", "curve")}
             | {f"param_{k}": v for k, v in r["params"].items()} for r in rows]
     jpath, cpath = save_results(out, payload, flat)

@@ -70,6 +70,10 @@ class TuneConfig:
         seed: seeds the samplers (worker ``i`` uses ``seed + i``) and every training run.
         device: training device (auto | cpu | cuda).
         compare_random: also run random search without pruning on the same epoch budget.
+        random_seed: seeds that random search (worker ``i`` uses ``random_seed + i``; study
+            ``STUDY-random-R``). None: ``seed``, so its first draws are the search's TPE start-up
+            draws (study ``STUDY-random``): a paired comparison of pruning on the same
+            configurations; another seed gives independent draws.
         retrain: retrain the best configuration on train+validation and test it once.
         enqueue: configurations (flat Optuna params) to try first (Python API only).
     """
@@ -95,6 +99,7 @@ class TuneConfig:
     data_dir: str | None = None
     cache_dir: str | None = None
     compare_random: bool = False
+    random_seed: int | None = None
     retrain: bool = True
     enqueue: list[dict[str, Any]] = field(default_factory=list)
 
@@ -119,11 +124,27 @@ class TuneConfig:
         need(self.val_fraction > 0, "trials are judged on a validation split: --val-fraction "
                                     f"must be > 0, got {self.val_fraction}")
         need(self.threads is None or self.threads >= 1, "--threads must be >= 1")
+        for flag, seed in (("--seed", self.seed), ("--random-seed", self.random_seed)):
+            need(seed is None or 0 <= seed < 2**32 - 64,
+                 f"{flag} must be between 0 and {2**32 - 65}, got {seed}")
         return self
 
     @property
     def storage_url(self) -> str:
         return self.storage or f"sqlite:///{Path(self.out).resolve() / DB_NAME}"
+
+    @property
+    def random_study_name(self) -> str:
+        """The comparison's study: one per random seed, so each is continued on its own."""
+        if self.random_seed is None:
+            return f"{self.study_name}-random"
+        return f"{self.study_name}-random-{self.random_seed}"
+
+    def sampler_seed(self, study_name: str) -> int:
+        """The seed of worker 0's sampler in ``study_name`` (the search's or the comparison's)."""
+        if study_name == self.random_study_name and self.random_seed is not None:
+            return self.random_seed
+        return self.seed
 
     def threads_per_worker(self) -> int:
         total = self.threads or os.cpu_count() or 1
@@ -244,7 +265,7 @@ def _open_study(cfg: TuneConfig, space: Space, name: str, sampler: str, pruner: 
     settings = _settings(cfg, space, pruner)
     try:
         study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
-                                    sampler=_make_sampler(sampler, cfg.seed + worker),
+                                    sampler=_make_sampler(sampler, cfg.sampler_seed(name) + worker),
                                     pruner=make_pruner(cfg, pruner), load_if_exists=True)
     except Exception as exc:
         raise UserError(f"cannot open study {name!r} in {redact(cfg.storage_url)}: "
@@ -255,8 +276,8 @@ def _open_study(cfg: TuneConfig, space: Space, name: str, sampler: str, pruner: 
         study.set_user_attr("settings", json.loads(json.dumps(settings, default=str)))
     elif key != _settings_key(settings):
         raise UserError(f"study {name!r} in {redact(cfg.storage_url)} was started with other "
-                        "settings (space, data set, epochs, pruner or seed); continue it with the same "
-                        "ones, or use another --out / --study-name")
+                        "settings (space, data set, epochs, pruner or seed); continue it with "
+                        "the same ones, or use another --out / --study-name")
     return study
 
 
@@ -571,7 +592,7 @@ def tune(cfg: TuneConfig) -> TuneResult:
     random_rows = None
     if cfg.compare_random:
         budget = epochs_spent(study)
-        rname = f"{cfg.study_name}-random"
+        rname = cfg.random_study_name
         rstudy = _open_study(cfg, space, rname, "random", "none")
         recover(rstudy, local=_is_local(cfg))
         run_workers(cfg, rname, "random", "none", _Goal(epochs=budget))

@@ -16,7 +16,12 @@ import optuna
 import pytest
 
 from cnnlab.studies._tune_hyperband import brackets
-from cnnlab.studies._tune_report import configuration_text, shared_configurations, value_text
+from cnnlab.studies._tune_report import (
+    _reached_text,
+    configuration_text,
+    shared_configurations,
+    value_text,
+)
 from cnnlab.studies._tune_space import load_space
 from cnnlab.studies.tune import DB_NAME, TuneConfig, tune
 
@@ -122,6 +127,15 @@ def test_random_seed_gives_the_comparison_independent_draws_in_a_study_of_its_ow
                                                                for r in result.trials[:n]]
     md = (Path(cfg.out) / "report.md").read_text()
     assert "both seeded 0: TPE's random start-up trials" in md
+
+
+def test_the_report_says_how_far_a_search_that_never_reached_random_search_falls_short():
+    rows = [{"state": "complete", "value": 0.87, "epochs": 7},
+            {"state": "pruned", "value": 0.88, "epochs": 1}]  # a pruned trial's value is no best
+    assert _reached_text(rows, 0.8758333, None, 84) == (
+        "The search never reached that accuracy: its best is 87.00%, 0.58 points below.")
+    assert _reached_text(rows, 0.87, 7, 84) == (
+        "The search reached that accuracy after 7 epochs (0.08 x the random search's epochs).")
 
 
 def test_shared_configurations_counts_equal_parameter_sets_whatever_their_order():

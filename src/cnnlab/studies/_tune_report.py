@@ -63,6 +63,24 @@ def shared_configurations(rows: list[dict[str, Any]], other: list[dict[str, Any]
     return sum(json.dumps(r["params"], sort_keys=True, default=str) in seen for r in other)
 
 
+def _trained_s(rows: list[dict[str, Any]]) -> float:
+    """Seconds the trials ran, summed (a continued search's earlier invocations included)."""
+    return sum(r["duration_s"] or 0.0 for r in rows)
+
+
+def _reached_text(rows: list[dict[str, Any]], rbest: float | None, reach: int | None,
+                  r_epochs: int) -> str:
+    if rbest is None:
+        return "Random search completed no trial."
+    if reach is None:
+        mine = max((r["value"] for r in rows if r["state"] == "complete"
+                    and r["value"] is not None), default=None)
+        return (f"The search never reached that accuracy: its best is {_pct(mine)}, "
+                f"{'-' if mine is None else f'{100 * (rbest - mine):.2f}'} points below.")
+    return (f"The search reached that accuracy after {fmt_num(reach)} epochs "
+            f"({reach / max(r_epochs, 1):.2f} x the random search's epochs).")
+
+
 def _draws(cfg: Any) -> str:
     """Where the random search's configurations came from, for the report."""
     rseed = cfg.random_seed
@@ -134,7 +152,8 @@ def write(result: Any, space: Any, study: Any, timing: dict[str, float]) -> dict
         + f"), {total_epochs} epochs trained in all; sampler {cfg.sampler}, pruner {cfg.pruner}"
         f" (max {cfg.max_epochs} epochs, min {cfg.min_epochs}, reduction factor "
         f"{cfg.reduction_factor}); {cfg.workers} worker(s) x {cfg.threads_per_worker()} "
-        f"thread(s); this invocation searched for {timing['search_s']:.0f} s.",
+        f"thread(s); its trials trained for {_trained_s(rows):.0f} s in all (summed over "
+        f"trials), this invocation searched for {timing['search_s']:.0f} s.",
         f"Data: {cfg.dataset}, {'all' if cfg.subset is None else fmt_num(cfg.subset)} training "
         f"images, {cfg.val_fraction:g} of them held out for the per-epoch validation accuracy "
         "that trials are judged (and pruned) on; trials never see the test set.",
@@ -210,9 +229,7 @@ def write(result: Any, space: Any, study: Any, timing: dict[str, float]) -> dict
         rep.bullets([
             f"Random search without pruning, same epoch budget: {len(rr)} trials, {r_epochs} "
             f"epochs, best validation accuracy {_pct(rbest)}.",
-            f"The search reached that accuracy after {fmt_num(reach)} epochs "
-            f"({'never' if reach is None else f'{reach / max(r_epochs, 1):.2f} x'} the random "
-            "search's epochs)." if rbest is not None else "Random search completed no trial.",
+            _reached_text(rows, rbest, reach, r_epochs),
             f"{shared_configurations(rows, rr)} of the random search's {len(rr)} trials tried a "
             f"configuration this search also tried ({_draws(result.config)}): on those the two "
             "compare pruning against no pruning, not the samplers.",

@@ -15,13 +15,14 @@
 
 Everything runs in this process's machine, one search after the other; the reference of each
 ratio is measured in the same run. Prints one line per goal and writes ``goals.json`` in --out
-(the tuned search's own report is in OUT/search/report.html; with several --random-seeds it
-shows the last one's comparison, goals.json all of them).
+(the tuned search's own report is in OUT/search/report.html; with several --random-seeds its
+curve shows the last comparison and a table all of them).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -29,7 +30,6 @@ from pathlib import Path
 
 from cnnlab.engine import TrainConfig, train
 from cnnlab.provenance import environment
-from cnnlab.studies._tune_report import epochs_to_reach, shared_configurations
 from cnnlab.studies._tune_space import load_space
 from cnnlab.studies.tune import TuneConfig, tune
 
@@ -127,15 +127,15 @@ def _search_goals(args, res: dict) -> None:
     same images."""
     out = Path(args.out)
     rseeds = args.random_seeds or [None]
-    comparisons = []
-    for i, rseed in enumerate(rseeds):
+    for rseed in rseeds:
         # the first call runs the search; later ones continue the finished study (no new
         # trial, the retrained winner's checkpoint is reused) and add one random search each
-        search = tune(TuneConfig(space=args.space, out=str(out / "search"), subset=args.subset,
-                                 max_epochs=args.max_epochs, trials=args.trials,
-                                 threads=args.threads, device="cpu", compare_random=True,
-                                 seed=args.seed, random_seed=rseed))
-        comparisons.append(_against_random(search, args.seed if rseed is None else rseed))
+        cfg = TuneConfig(space=args.space, out=str(out / "search"), subset=args.subset,
+                         max_epochs=args.max_epochs, trials=args.trials, threads=args.threads,
+                         device="cpu", compare_random=True, seed=args.seed, random_seed=rseed)
+        search = tune(cfg)
+    names = [dataclasses.replace(cfg, random_seed=r).random_study_name for r in rseeds]
+    comparisons = [c for name in names for c in search.random_searches if c["study"] == name]
     # 1. the README's compact_cnn recipe at the tuned model's epochs, on the same images
     base = train(TrainConfig(model="compact_cnn", dataset="fashion-mnist", epochs=args.max_epochs,
                              batch_size=128, lr=0.2, augment="flip", val_fraction=0,
@@ -156,20 +156,6 @@ def _search_goals(args, res: dict) -> None:
               f"{c['random_epochs']} epochs; Hyperband reached it after "
               f"{c['hyperband_epochs_to_reach']} epochs (ratio {c['ratio']}; goal <= 0.5); "
               f"{c['shared_configurations']} of its {c['random_trials']} trials shared")
-
-
-def _against_random(search, rseed: int) -> dict:
-    """Goal 2 for one random search: the epochs Hyperband needed to reach its final best."""
-    rr = search.random_trials or []
-    rbest = max((t["value"] for t in rr if t["state"] == "complete"), default=None)
-    r_epochs = sum(t["epochs"] for t in rr)
-    reach = epochs_to_reach(search.trials, rbest) if rbest is not None else None
-    return {"random_seed": rseed, "random_best_val": rbest, "random_epochs": r_epochs,
-            "random_trials": len(rr), "hyperband_epochs_to_reach": reach,
-            "ratio": None if reach is None else reach / r_epochs,
-            "shared_configurations": shared_configurations(search.trials, rr),
-            "random_epochs_to_own_best": (epochs_to_reach(rr, rbest)
-                                          if rbest is not None else None)}
 
 
 if __name__ == "__main__":

@@ -127,6 +127,17 @@ def test_random_seed_gives_the_comparison_independent_draws_in_a_study_of_its_ow
                                                                for r in result.trials[:n]]
     md = (Path(cfg.out) / "report.md").read_text()
     assert "both seeded 0: TPE's random start-up trials" in md
+    # both comparisons are summarised, each from its own study's trials, and tabled
+    by_study = {c["study"]: c for c in paired.random_searches}
+    assert set(by_study) == {"cnnlab-tune-random", "cnnlab-tune-random-7"}
+    for name, seed, rr in (("cnnlab-tune-random-7", 7, result.random_trials),
+                           ("cnnlab-tune-random", 0, paired.random_trials)):
+        c = by_study[name]
+        best = max(r["value"] for r in rr if r["state"] == "complete")
+        assert (c["random_seed"], c["random_trials"], c["random_best_val"]) == (seed, len(rr), best)
+        assert c["random_epochs"] == cfg.max_epochs * len(rr)  # no pruning
+    assert "Every random-search comparison of this search" in md
+    assert "| cnnlab-tune-random-7 | 7 |" in md
 
 
 def test_the_report_says_how_far_a_search_that_never_reached_random_search_falls_short():

@@ -63,6 +63,22 @@ def shared_configurations(rows: list[dict[str, Any]], other: list[dict[str, Any]
     return sum(json.dumps(r["params"], sort_keys=True, default=str) in seen for r in other)
 
 
+def comparison(rows: list[dict[str, Any]], random_rows: list[dict[str, Any]], *, study: str,
+               seed: int) -> dict[str, Any]:
+    """Goal 2 for one random search: its best, and the epochs the search needed to reach it."""
+    done = [r["value"] for r in random_rows if r["state"] == "complete" and r["value"] is not None]
+    rbest = max(done, default=None)
+    r_epochs = sum(r["epochs"] for r in random_rows)
+    reach = epochs_to_reach(rows, rbest) if rbest is not None else None
+    return {"study": study, "random_seed": seed, "random_trials": len(random_rows),
+            "random_epochs": r_epochs, "random_best_val": rbest,
+            "random_epochs_to_own_best": (None if rbest is None
+                                          else epochs_to_reach(random_rows, rbest)),
+            "hyperband_epochs_to_reach": reach,
+            "ratio": None if reach is None else reach / max(r_epochs, 1),
+            "shared_configurations": shared_configurations(rows, random_rows)}
+
+
 def _trained_s(rows: list[dict[str, Any]]) -> float:
     """Seconds the trials ran, summed (a continued search's earlier invocations included)."""
     return sum(r["duration_s"] or 0.0 for r in rows)
@@ -222,10 +238,10 @@ def write(result: Any, space: Any, study: Any, timing: dict[str, float]) -> dict
                "Best completed validation accuracy against the total epochs trained.")
     if result.random_trials is not None:
         rr = result.random_trials
-        done = [r for r in rr if r["state"] == "complete" and r["value"] is not None]
-        rbest = max((r["value"] for r in done), default=None)
-        r_epochs = sum(r["epochs"] for r in rr)
-        reach = epochs_to_reach(rows, rbest) if rbest is not None else None
+        c = comparison(rows, rr, study=cfg.random_study_name,
+                       seed=cfg.sampler_seed(cfg.random_study_name))
+        rbest, r_epochs = c["random_best_val"], c["random_epochs"]
+        reach = c["hyperband_epochs_to_reach"]
         rep.bullets([
             f"Random search without pruning, same epoch budget: {len(rr)} trials, {r_epochs} "
             f"epochs, best validation accuracy {_pct(rbest)}.",
@@ -234,6 +250,18 @@ def write(result: Any, space: Any, study: Any, timing: dict[str, float]) -> dict
             f"configuration this search also tried ({_draws(result.config)}): on those the two "
             "compare pruning against no pruning, not the samplers.",
         ])
+    if len(result.random_searches) > 1:
+        rep.table(result.random_searches, [
+            ("study", "random search", str), ("random_seed", "seed", str),
+            ("random_trials", "trials", None), ("random_epochs", "epochs", None),
+            ("random_best_val", "best val acc", _pct),
+            ("random_epochs_to_own_best", "its best after (epochs)", fmt_num),
+            ("hyperband_epochs_to_reach", "this search reached it after (epochs)", fmt_num),
+            ("ratio", "ratio", lambda v: "never" if v is None else f"{v:.2f}"),
+            ("shared_configurations", "shared configurations", None),
+        ], caption="Every random-search comparison of this search in its storage, one per "
+                   "random seed, each on this search's epoch budget (ratio: the epochs this "
+                   "search needed to reach that search's best over that search's epochs).")
 
     rep.section("What mattered")
     if result.importances:
@@ -256,7 +284,8 @@ def write(result: Any, space: Any, study: Any, timing: dict[str, float]) -> dict
     payload = {"config": {**vars(cfg), "storage": cfg.storage and redact(cfg.storage)},
                "environment": env, "best": result.best, "final": result.final,
                "importances": result.importances, "trials": rows,
-               "random_trials": result.random_trials, "timing": timing}
+               "random_trials": result.random_trials,
+               "random_searches": result.random_searches, "timing": timing}
     flat = [{k: v for k, v in r.items() if k not in ("params", "curve")}
             | {f"param_{k}": v for k, v in r["params"].items()} for r in rows]
     jpath, cpath = save_results(out, payload, flat)

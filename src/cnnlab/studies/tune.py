@@ -30,6 +30,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import socket
 import time
 import warnings
@@ -162,6 +163,9 @@ class TuneResult:
     random_trials: list[dict[str, Any]] | None
     importances: dict[str, float]
     files: dict[str, Path]
+    # every random-search comparison of this search in the storage (one per random seed), each
+    # summarised by cnnlab.studies._tune_report.comparison; the one just run among them
+    random_searches: list[dict[str, Any]] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------ storage
@@ -614,8 +618,27 @@ def tune(cfg: TuneConfig) -> TuneResult:
             final = retrain(cfg, space, values, out / "final")
     result = TuneResult(config=cfg, trials=rows, best=best, final=final,
                         random_trials=random_rows, importances=importances(study), files={})
+    if cfg.compare_random:
+        result.random_searches = [
+            _tune_report.comparison(rows, trial_rows(optuna.load_study(
+                study_name=n, storage=study._storage)), study=n, seed=seed)
+            for n, seed in comparison_studies(cfg, study._storage)]
     result.files = _tune_report.write(result, space, study, {"search_s": search_s})
     return result
+
+
+def comparison_studies(cfg: TuneConfig, storage: Any) -> list[tuple[str, int]]:
+    """(name, sampler seed) of every random-search comparison of this search in ``storage``:
+    ``STUDY-random`` (paired, seeded like the search) and ``STUDY-random-R``."""
+    import optuna
+
+    pattern = re.compile(re.escape(cfg.study_name) + r"-random(?:-(\d+))?")
+    found = []
+    for name in sorted(optuna.get_all_study_names(storage=storage)):
+        m = pattern.fullmatch(name)
+        if m:
+            found.append((name, cfg.seed if m.group(1) is None else int(m.group(1))))
+    return found
 
 
 def retrain(cfg: TuneConfig, space: Space, values: dict[str, Any], out: Path) -> dict[str, Any]:

@@ -237,16 +237,14 @@ def write(result: Any, space: Any, study: Any, timing: dict[str, float]) -> dict
     rep.figure(_plot_best(rows, result.random_trials), "best_so_far",
                "Best completed validation accuracy against the total epochs trained.")
     if result.random_trials is not None:
-        rr = result.random_trials
-        c = comparison(rows, rr, study=cfg.random_study_name,
-                       seed=cfg.sampler_seed(cfg.random_study_name))
-        rbest, r_epochs = c["random_best_val"], c["random_epochs"]
-        reach = c["hyperband_epochs_to_reach"]
+        # the comparison just run, as tune() summarised it with the storage's others
+        c = next(c for c in result.random_searches if c["study"] == cfg.random_study_name)
+        rbest, r_epochs, n = c["random_best_val"], c["random_epochs"], c["random_trials"]
         rep.bullets([
-            f"Random search without pruning, same epoch budget: {len(rr)} trials, {r_epochs} "
+            f"Random search without pruning, same epoch budget: {n} trials, {r_epochs} "
             f"epochs, best validation accuracy {_pct(rbest)}.",
-            _reached_text(rows, rbest, reach, r_epochs),
-            f"{shared_configurations(rows, rr)} of the random search's {len(rr)} trials tried a "
+            _reached_text(rows, rbest, c["hyperband_epochs_to_reach"], r_epochs),
+            f"{c['shared_configurations']} of the random search's {n} trials tried a "
             f"configuration this search also tried ({_draws(result.config)}): on those the two "
             "compare pruning against no pruning, not the samplers.",
         ])

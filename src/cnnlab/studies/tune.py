@@ -619,10 +619,13 @@ def tune(cfg: TuneConfig) -> TuneResult:
     result = TuneResult(config=cfg, trials=rows, best=best, final=final,
                         random_trials=random_rows, importances=importances(study), files={})
     if cfg.compare_random:
-        result.random_searches = [
-            _tune_report.comparison(rows, trial_rows(optuna.load_study(
-                study_name=n, storage=study._storage)), study=n, seed=seed)
-            for n, seed in comparison_studies(cfg, study._storage)]
+        def rows_of(name: str) -> list[dict[str, Any]]:  # the one just run is read already
+            if name == cfg.random_study_name:
+                return random_rows
+            return trial_rows(optuna.load_study(study_name=name, storage=study._storage))
+
+        result.random_searches = [_tune_report.comparison(rows, rows_of(n), study=n, seed=seed)
+                                  for n, seed in comparison_studies(cfg, study._storage)]
     result.files = _tune_report.write(result, space, study, {"search_s": search_s})
     return result
 
